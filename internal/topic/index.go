@@ -2,7 +2,6 @@ package topic
 
 import (
 	"strings"
-	"sync"
 	"sync/atomic"
 )
 
@@ -48,6 +47,8 @@ type Result[K comparable] struct {
 	// Shared holds one element per matching shared subscription, i.e.
 	// per (group, filter) pair.
 	Shared []SharedMatch[K]
+
+	lockHint uint32 // which read-lock shard this Result's Match calls use
 }
 
 // reset empties r, keeping its capacity. Stale elements are zeroed so a
@@ -69,15 +70,17 @@ func (r *Result[K]) reset() {
 // '#' children, and the subscriptions (plain and shared) whose filter ends
 // at that node.
 //
-// Concurrency: Index is safe for concurrent use. Match takes a read lock,
-// so any number of Match calls run in parallel; Subscribe and Unsubscribe
-// take the write lock briefly (O(levels) work). Shared-group round-robin
-// counters are atomics, so they do not need the write lock.
+// Concurrency: Index is safe for concurrent use. It is guarded by a
+// reader/writer lock sharded over cache lines: Match read-locks one shard
+// (picked by a hint kept in the Result, so give each goroutine its own
+// Result), so concurrent Match calls do not contend on a shared counter;
+// Subscribe and Unsubscribe lock every shard and do O(levels) work.
+// Shared-group round-robin counters are atomics.
 //
 // Memory: removing the last subscription under a node prunes that node and
 // any ancestors left empty, so the trie does not grow under churn.
 type Index[K comparable] struct {
-	mu   sync.RWMutex
+	mu   *shardedRWMutex
 	root *node[K]
 	n    atomic.Int64 // number of subscriptions
 }
@@ -103,7 +106,7 @@ type group[K comparable] struct {
 
 // NewIndex returns an empty subscription index.
 func NewIndex[K comparable]() *Index[K] {
-	return &Index[K]{root: &node[K]{}}
+	return &Index[K]{root: &node[K]{}, mu: newShardedRWMutex()}
 }
 
 // Len returns the number of subscriptions (plain subscriptions plus shared
@@ -117,8 +120,8 @@ func (x *Index[K]) Len() int { return int(x.n.Load()) }
 // ValidateFilter.
 func (x *Index[K]) Subscribe(key K, filter string, opts Options) (existed bool) {
 	groupName, inner, shared := ParseShared(filter)
-	x.mu.Lock()
-	defer x.mu.Unlock()
+	x.mu.lock()
+	defer x.mu.unlock()
 	n := x.insertNode(inner)
 	e := Entry[K]{Key: key, Filter: n.filter, Opts: opts}
 	if !shared {
@@ -141,8 +144,8 @@ func (x *Index[K]) Subscribe(key K, filter string, opts Options) (existed bool) 
 // shared subscription filter) and reports whether it existed.
 func (x *Index[K]) Unsubscribe(key K, filter string) (existed bool) {
 	groupName, inner, shared := ParseShared(filter)
-	x.mu.Lock()
-	defer x.mu.Unlock()
+	x.mu.lock()
+	defer x.mu.unlock()
 	n := x.findNode(inner)
 	if n == nil {
 		return false
@@ -292,11 +295,14 @@ func (x *Index[K]) Match(topic string, r *Result[K]) {
 	if topic == "" {
 		return
 	}
-	x.mu.RLock()
+	if r.lockHint == 0 {
+		r.lockHint = x.mu.hint()
+	}
+	mu := x.mu.rlock(r.lockHint)
 	// [MQTT-4.7.2-1]: a filter starting with a wildcard does not match a
 	// topic name starting with '$'.
 	match(x.root, topic, r, topic[0] == '$')
-	x.mu.RUnlock()
+	mu.RUnlock()
 }
 
 // match walks the literal path iteratively and recurses for '+'.
@@ -369,7 +375,7 @@ func (x *Index[K]) Walk(fn func(filter string, e Entry[K]) bool) {
 		filter string
 		e      Entry[K]
 	}
-	x.mu.RLock()
+	mu := x.mu.rlock(0)
 	items := make([]item, 0, x.n.Load())
 	var walk func(n *node[K])
 	walk = func(n *node[K]) {
@@ -393,7 +399,7 @@ func (x *Index[K]) Walk(fn func(filter string, e Entry[K]) bool) {
 		}
 	}
 	walk(x.root)
-	x.mu.RUnlock()
+	mu.RUnlock()
 	for _, it := range items {
 		if !fn(it.filter, it.e) {
 			return

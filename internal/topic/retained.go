@@ -1,6 +1,7 @@
 package topic
 
 import (
+	"slices"
 	"strings"
 	"sync"
 )
@@ -176,6 +177,9 @@ func (r *Retained[V]) Match(filter string, fn func(topic string, v V) bool) {
 	}
 	buf := r.getBuf()
 	r.mu.RLock()
+	if filter[0] == '#' {
+		*buf = slices.Grow(*buf, r.n)
+	}
 	rmatch(&r.root, filter, true, buf)
 	r.mu.RUnlock()
 	r.emit(buf, fn)
@@ -186,6 +190,7 @@ func (r *Retained[V]) Match(filter string, fn func(topic string, v V) bool) {
 func (r *Retained[V]) Range(fn func(topic string, v V) bool) {
 	buf := r.getBuf()
 	r.mu.RLock()
+	*buf = slices.Grow(*buf, r.n)
 	rall(&r.root, buf)
 	r.mu.RUnlock()
 	r.emit(buf, fn)
