@@ -1,0 +1,37 @@
+package conformance_test
+
+import (
+	"testing"
+
+	"github.com/isobar-mq/isobar/internal/conformance"
+	"github.com/isobar-mq/isobar/internal/testutil"
+)
+
+// TestIsobarDevelop runs every packet-sequence case of Mosquitto's develop
+// suite against an in-process Isobar on its default configuration. Every
+// case must pass unless deviations.yaml lists it with the spec statement
+// that allows our answer.
+func TestIsobarDevelop(t *testing.T) { runSuite(t, "develop") }
+
+// TestIsobarV2020 runs the v2.0.20 suite (the released Mosquitto that WIS2
+// nodes use).
+func TestIsobarV2020(t *testing.T) { runSuite(t, "v2.0.20") }
+
+func runSuite(t *testing.T, suite string) {
+	dir, err := conformance.FindSuite(suite)
+	if err != nil {
+		t.Skipf("conformance data not available (expected ../shared next to the repository): %v", err)
+	}
+	cases, err := conformance.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One deviations file per suite: the suites share case names but not
+	// always the expected bytes.
+	devs, err := conformance.LoadDeviations("deviations-" + suite + ".yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := testutil.RunNode(t, "")
+	conformance.RunAll(t, cases, conformance.Options{Addr: testutil.Addr(t, n, "")}, devs)
+}
