@@ -23,8 +23,11 @@ type Options struct {
 	// Addr is the broker's TCP address, e.g. "127.0.0.1:1883". The helper
 	// publisher connects to the same address.
 	Addr string
-	// Timeout bounds the TCP connect, each recv step, each write, and the
-	// end-of-test check (0 = DefaultTimeout, 2 s as upstream).
+	// Timeout bounds each recv step, each write, and the end-of-test check
+	// (0 = DefaultTimeout, 2 s as upstream). The TCP connect gets at least
+	// DefaultTimeout whatever Timeout is, so that one lost SYN (retransmitted
+	// after 1 s, which happens on loopback when a 4-tuple is still in
+	// TIME_WAIT) does not fail a case.
 	Timeout time.Duration
 	// DefaultConnack overrides, per protocol level (3, 4, 5), the exact
 	// bytes expected in answer to the default CONNECT. Levels absent from the
@@ -51,6 +54,8 @@ func (o Options) timeout() time.Duration {
 	}
 	return DefaultTimeout
 }
+
+func (o Options) dialTimeout() time.Duration { return max(o.timeout(), DefaultTimeout) }
 
 // mosquittoConnack holds the README's default CONNACK per protocol level.
 var mosquittoConnack = map[int][]byte{
@@ -176,7 +181,7 @@ func (r *runner) note(prefix string, b []byte) {
 
 func (r *runner) run() error {
 	r.where = "connect"
-	conn, err := net.DialTimeout("tcp", r.opts.Addr, r.timeout)
+	conn, err := net.DialTimeout("tcp", r.opts.Addr, r.opts.dialTimeout())
 	if err != nil {
 		return fmt.Errorf("cannot connect to %s: %w", r.opts.Addr, err)
 	}
@@ -263,19 +268,18 @@ func (r *runner) send(conn net.Conn, prefix string, b []byte) error {
 // expect reads exactly len(want) bytes and compares them.
 func (r *runner) expect(conn net.Conn, prefix string, want []byte) error {
 	got, err := wire.ReadFull(conn, len(want), time.Now().Add(r.timeout))
-	if len(got) > 0 {
-		r.note(prefix, got)
-	}
 	if err != nil {
+		if len(got) > 0 {
+			r.note(prefix, got)
+		}
 		return r.shortRead(want, got, err)
 	}
 	if !bytes.Equal(got, want) {
 		extra, derr := wire.Drain(conn, grace)
-		if len(extra) > 0 {
-			r.note(prefix, extra)
-		}
-		return errors.New(wire.Mismatch(want, got) + wire.AfterText(extra, derr))
+		r.note(prefix, append(got[:len(got):len(got)], extra...))
+		return errors.New(wire.MismatchAfter(want, got, extra, derr))
 	}
+	r.note(prefix, got)
 	return nil
 }
 
@@ -405,7 +409,7 @@ func (r *runner) expectClose() error {
 
 // publish runs the helper publisher on its own connection.
 func (r *runner) publish(s Step) error {
-	conn, err := net.DialTimeout("tcp", r.opts.Addr, r.timeout)
+	conn, err := net.DialTimeout("tcp", r.opts.Addr, r.opts.dialTimeout())
 	if err != nil {
 		return fmt.Errorf("helper publisher cannot connect to %s: %w", r.opts.Addr, err)
 	}

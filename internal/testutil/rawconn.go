@@ -144,7 +144,7 @@ func (c *RawConn) Expect(want []byte) {
 	}
 	if string(got) != string(want) {
 		extra, derr := wire.Drain(c.conn, drainGrace)
-		c.t.Fatalf("Expect: %s%s", wire.Mismatch(want, got), wire.AfterText(extra, derr))
+		c.t.Fatalf("Expect: %s", wire.MismatchAfter(want, got, extra, derr))
 	}
 }
 

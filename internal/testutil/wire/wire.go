@@ -120,16 +120,6 @@ func DescribeErr(err error) string {
 	}
 }
 
-// AfterText describes what Drain returned, for appending to a failure
-// message: "; then received 90 03 12 34 01 [SUBACK], then connection closed
-// by peer (EOF)".
-func AfterText(extra []byte, err error) string {
-	if len(extra) > 0 {
-		return fmt.Sprintf("; then received %s [%s], then %s", Hex(extra), Describe(extra), StateAfter(err))
-	}
-	return "; nothing more received, then " + StateAfter(err)
-}
-
 // StateAfter describes the error that ended a Drain: "connection still
 // open" for a timeout, otherwise what closed the read.
 func StateAfter(err error) string {
@@ -147,12 +137,28 @@ func StateAfter(err error) string {
 // the same length or got is shorter): both in hex with packet descriptions,
 // and the offset of the first differing byte.
 func Mismatch(want, got []byte) string {
+	return fmt.Sprintf("expected %s [%s], got %s [%s] (first difference at byte %d)",
+		Hex(want), Describe(want), Hex(got), Describe(got), firstDiff(want, got))
+}
+
+// MismatchAfter is Mismatch followed by what Drain returned afterwards
+// (extra, err). When more bytes arrived, the packets are described from the
+// whole received sequence, since got usually ends inside a packet.
+func MismatchAfter(want, got, extra []byte, err error) string {
+	if len(extra) == 0 {
+		return Mismatch(want, got) + "; nothing more received, then " + StateAfter(err)
+	}
+	all := append(got[:len(got):len(got)], extra...)
+	return fmt.Sprintf("expected %s [%s], got %s (first difference at byte %d); in total received %s [%s], then %s",
+		Hex(want), Describe(want), Hex(got), firstDiff(want, got), Hex(all), Describe(all), StateAfter(err))
+}
+
+func firstDiff(want, got []byte) int {
 	i := 0
 	for i < len(want) && i < len(got) && want[i] == got[i] {
 		i++
 	}
-	return fmt.Sprintf("expected %s [%s], got %s [%s] (first difference at byte %d)",
-		Hex(want), Describe(want), Hex(got), Describe(got), i)
+	return i
 }
 
 var typeNames = [16]string{"RESERVED(0)", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",

@@ -45,6 +45,21 @@ func TestMismatch(t *testing.T) {
 	}
 }
 
+func TestMismatchAfter(t *testing.T) {
+	got := MismatchAfter([]byte{0xE0, 0x01, 0x82}, []byte{0x40, 0x03, 0x12}, []byte{0x34, 0x10}, os.ErrDeadlineExceeded)
+	want := "expected E0 01 82 [DISCONNECT reason 0x82 protocol error], got 40 03 12 (first difference at byte 0); " +
+		"in total received 40 03 12 34 10 [PUBACK], then connection still open"
+	if got != want {
+		t.Errorf("MismatchAfter = %q\nwant %q", got, want)
+	}
+	got = MismatchAfter([]byte{0xD0, 0x00}, []byte{0xD0, 0x01}, nil, io.EOF)
+	want = "expected D0 00 [PINGRESP], got D0 01 [PINGRESP (truncated: remaining length 1, 0 bytes present)] (first difference at byte 1); " +
+		"nothing more received, then connection closed by peer (EOF)"
+	if got != want {
+		t.Errorf("MismatchAfter = %q\nwant %q", got, want)
+	}
+}
+
 func TestClassify(t *testing.T) {
 	if !IsClosed(io.EOF) || !IsClosed(&os.SyscallError{Syscall: "read", Err: syscall.ECONNRESET}) || IsClosed(os.ErrDeadlineExceeded) {
 		t.Error("IsClosed misclassifies")
