@@ -1,0 +1,138 @@
+// Command isobar is the Isobar MQTT broker.
+//
+//	isobar serve [--config FILE]   run the broker
+//	isobar passwd ...              manage password files
+//	isobar version                 print the version
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/isobar-mq/isobar/internal/auth"
+	"github.com/isobar-mq/isobar/internal/config"
+	"github.com/isobar-mq/isobar/internal/node"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+const usage = `Isobar: a clustered MQTT 3.1.1 and 5.0 broker.
+
+Usage:
+  isobar serve [--config FILE]     run the broker (no file: 127.0.0.1:1883, anonymous)
+  isobar check-config FILE         validate a configuration file and exit
+  isobar passwd [-c] [-b] [-D] [-U] FILE [USER] [PASSWORD]
+                                   manage a password file (mosquitto_passwd compatible)
+  isobar version                   print the version
+`
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "check-config":
+		if len(args) != 2 {
+			fmt.Fprintln(stderr, "usage: isobar check-config FILE")
+			return 2
+		}
+		if _, err := config.Load(args[1]); err != nil {
+			fmt.Fprintln(stderr, "invalid configuration:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "configuration OK")
+		return 0
+	case "passwd":
+		return auth.RunPasswd(args[1:], stdin, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "isobar %s\n", buildVersion())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	ho := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (YAML); none = built-in defaults")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg := config.Default()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			fmt.Fprintln(stderr, "isobar: invalid configuration:", err)
+			return 1
+		}
+	}
+	log := newLogger(cfg.Log, stderr)
+	if *cfgPath == "" {
+		log.Warn("no configuration file given: running on built-in defaults (MQTT on 127.0.0.1:1883, anonymous access allowed)")
+	}
+	n, err := node.Start(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	log.Info("isobar started", "version", buildVersion(), "node", cfg.NodeName)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			n.Reload()
+			continue
+		}
+		log.Info("shutting down", "signal", sig.String())
+		break
+	}
+	signal.Stop(sigs)
+	if err := n.Stop(context.Background()); err != nil {
+		log.Warn("shutdown incomplete", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+

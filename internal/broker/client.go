@@ -1,0 +1,426 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+	"github.com/isobar-mq/isobar/internal/topic"
+)
+
+var (
+	errPacketTooLarge = errors.New("packet exceeds maximum packet size")
+	errSlowConsumer   = errors.New("slow consumer")
+	errTakenOver      = errors.New("session taken over")
+	errShutdown       = errors.New("server shutting down")
+	errKeepAlive      = errors.New("keep-alive timeout")
+	errAdmin          = errors.New("disconnected by administrator")
+)
+
+// protoError is a protocol violation detected while handling a packet: the
+// connection is closed, after a v5 DISCONNECT with code when appropriate.
+type protoError struct {
+	code byte
+	msg  string
+}
+
+func (e *protoError) Error() string { return e.msg }
+
+func protoErr(code byte, msg string) error { return &protoError{code: code, msg: msg} }
+
+// client is one network connection. The read loop goroutine owns the
+// fields marked "read loop"; the outbound fields are guarded by omu.
+type client struct {
+	srv      *Server
+	conn     net.Conn
+	remote   string
+	listener string
+
+	// Set by CONNECT handling, read-only afterwards.
+	id          string
+	version     byte
+	username    string
+	keepAlive   uint16
+	sess        *session
+	sendQuota   int    // max in-flight QoS 1/2 to this client
+	maxOut      uint32 // client's Maximum Packet Size (0 = protocol max)
+	aliasOutMax uint16
+	problemInfo bool // v5 Request Problem Information (default true)
+	connected   atomic.Bool
+	connectedAt time.Time
+
+	// read loop
+	rbuf        []byte
+	rpos, rlen  int
+	aliasIn     map[uint16]string
+	inboundQoS2 int
+	scratch     routeScratch
+	disconnect  bool // DISCONNECT received
+	willOnClose bool // DISCONNECT 0x04: publish the will anyway
+	pub         packet.Publish
+	ack         packet.Ack
+
+	// outbound, guarded by omu
+	omu       sync.Mutex
+	flushCond sync.Cond
+	obuf      []byte
+	segStart  int
+	ovec      [][]byte
+	spareBuf  []byte
+	spareVec  [][]byte
+	pending   int
+	flushing  bool
+	flushDead bool
+	closing   bool // no more output accepted
+	slow      bool
+	aliasOut  map[string]uint16
+
+	kicked     atomic.Bool
+	kickCode   atomic.Uint32
+	kickReason atomic.Pointer[error]
+	done       chan struct{}
+}
+
+// routeScratch is per-read-loop scratch space for routing, reused so that
+// steady-state fan-out does not allocate.
+type routeScratch struct {
+	res     topic.Result[*session]
+	idx     map[*session]int
+	targets []target
+}
+
+func newClient(srv *Server, conn net.Conn, listener string) *client {
+	c := &client{
+		srv:         srv,
+		conn:        conn,
+		listener:    listener,
+		rbuf:        make([]byte, 512),
+		problemInfo: true,
+		done:        make(chan struct{}),
+	}
+	if a := conn.RemoteAddr(); a != nil {
+		c.remote = a.String()
+	}
+	c.flushCond.L = &c.omu
+	return c
+}
+
+// kick asks the connection to close from another goroutine: the read loop
+// wakes up and tears down, sending a v5 DISCONNECT with code first.
+func (c *client) kick(code byte, why error) {
+	if c.kicked.Swap(true) {
+		return
+	}
+	c.kickCode.Store(uint32(code))
+	c.kickReason.Store(&why)
+	_ = c.conn.SetReadDeadline(time.Now())
+}
+
+// enqueueRaw appends an encoded packet to the output.
+func (c *client) send(encode func([]byte) []byte) {
+	c.omu.Lock()
+	if c.closing || c.flushDead {
+		c.omu.Unlock()
+		return
+	}
+	before := len(c.obuf)
+	c.obuf = encode(c.obuf)
+	c.addedLocked(len(c.obuf) - before)
+	c.omu.Unlock()
+}
+
+func (c *client) sendAck(t packet.Type, id uint16, reason byte) {
+	c.omu.Lock()
+	if c.closing || c.flushDead {
+		c.omu.Unlock()
+		return
+	}
+	a := packet.Ack{Type: t, PacketID: id, ReasonCode: reason}
+	if c.version < packet.V5 {
+		a.ReasonCode = 0
+	}
+	before := len(c.obuf)
+	c.obuf = a.Append(c.obuf, c.version)
+	c.addedLocked(len(c.obuf) - before)
+	c.omu.Unlock()
+}
+
+// sendPublish encodes a delivery to this client. id is the packet
+// identifier for QoS > 0. It returns false when the packet exceeds the
+// client's Maximum Packet Size and was dropped [MQTT-3.1.2-25].
+//
+// Called with the session lock held (lock order session.mu → client.omu).
+func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) bool {
+	m := d.msg
+	p := packet.Publish{
+		Dup:      dup,
+		QoS:      d.qos,
+		Retain:   d.retain,
+		Topic:    m.Topic,
+		PacketID: id,
+		Payload:  m.Payload,
+	}
+	if c.version >= packet.V5 {
+		p.Props = m.Props
+		if m.Props.Has(packet.PropMessageExpiryInterval) {
+			p.Props.MessageExpiryInterval = m.remainingExpiry(now)
+		}
+		if len(d.subIDs) > 0 {
+			p.Props.SubscriptionIdentifiers = d.subIDs
+			p.Props.Set(packet.PropSubscriptionIdentifier)
+		}
+	}
+	c.omu.Lock()
+	defer c.omu.Unlock()
+	if c.closing || c.flushDead {
+		return true // the session keeps QoS>0 in flight for resend
+	}
+	if d.qos == 0 && c.pending > c.srv.opts.MaxPendingBytes {
+		c.srv.stats.droppedSlow.Add(1)
+		return true
+	}
+	if c.version >= packet.V5 && c.aliasOutMax > 0 {
+		if a, ok := c.aliasOut[m.Topic]; ok {
+			p.Topic = ""
+			p.Props.TopicAlias = a
+			p.Props.Set(packet.PropTopicAlias)
+		} else if len(c.aliasOut) < int(c.aliasOutMax) {
+			if c.aliasOut == nil {
+				c.aliasOut = make(map[string]uint16)
+			}
+			a := uint16(len(c.aliasOut) + 1)
+			c.aliasOut[m.Topic] = a
+			p.Props.TopicAlias = a
+			p.Props.Set(packet.PropTopicAlias)
+		}
+	}
+	if c.maxOut > 0 {
+		if size := p.Len(c.version); uint64(size) > uint64(c.maxOut) {
+			if p.Topic == "" || p.Props.Has(packet.PropTopicAlias) {
+				// Keep alias state consistent: an alias assigned for a packet
+				// never sent must not be used later.
+				if a, ok := c.aliasOut[m.Topic]; ok && p.Topic != "" && a == p.Props.TopicAlias {
+					delete(c.aliasOut, m.Topic)
+				}
+			}
+			c.srv.stats.droppedTooLarge.Add(1)
+			return false
+		}
+	}
+	before := len(c.obuf)
+	if len(m.Payload) > largePayload {
+		c.obuf = p.AppendHeader(c.obuf, c.version)
+		c.cutLocked()
+		c.ovec = append(c.ovec, m.Payload)
+	} else {
+		c.obuf = p.Append(c.obuf, c.version)
+	}
+	n := len(c.obuf) - before
+	if len(m.Payload) > largePayload {
+		n += len(m.Payload)
+	}
+	c.srv.stats.msgsSent.Add(1)
+	c.addedLocked(n)
+	return true
+}
+
+// serve runs the connection until it closes.
+func (c *client) serve() {
+	defer close(c.done)
+	err := c.readLoop()
+	c.teardown(err)
+}
+
+func (c *client) readLoop() error {
+	_ = c.conn.SetReadDeadline(time.Now().Add(c.srv.opts.ConnectTimeout))
+	h, body, err := c.readPacket()
+	if err != nil {
+		return err
+	}
+	if h.Type != packet.CONNECT {
+		return protoErr(packet.ProtocolError, "first packet is not CONNECT")
+	}
+	if err := c.handleConnect(h, body); err != nil {
+		return err
+	}
+	for {
+		if c.keepAlive > 0 {
+			_ = c.conn.SetReadDeadline(time.Now().Add(time.Duration(c.keepAlive) * 1500 * time.Millisecond))
+		} else {
+			_ = c.conn.SetReadDeadline(time.Time{})
+		}
+		if c.kicked.Load() {
+			return errKicked
+		}
+		h, body, err := c.readPacket()
+		if err != nil {
+			return err
+		}
+		if err := c.handle(h, body); err != nil {
+			return err
+		}
+		if c.disconnect {
+			return nil
+		}
+	}
+}
+
+var errKicked = errors.New("kicked")
+
+func (c *client) handle(h packet.FixedHeader, body []byte) error {
+	switch h.Type {
+	case packet.PUBLISH:
+		return c.handlePublish(h, body)
+	case packet.PUBACK, packet.PUBREC, packet.PUBREL, packet.PUBCOMP:
+		return c.handleAck(h, body)
+	case packet.SUBSCRIBE:
+		return c.handleSubscribe(h, body)
+	case packet.UNSUBSCRIBE:
+		return c.handleUnsubscribe(h, body)
+	case packet.PINGREQ:
+		if err := packet.DecodePing(h.Type, h.Flags, body); err != nil {
+			return err
+		}
+		c.send(packet.AppendPingresp)
+		return nil
+	case packet.DISCONNECT:
+		return c.handleDisconnect(h, body)
+	case packet.AUTH:
+		if c.version < packet.V5 {
+			return protoErr(packet.ProtocolError, "AUTH in MQTT 3")
+		}
+		var a packet.Auth
+		if err := packet.DecodeAuth(&a, h.Flags, body, c.version); err != nil {
+			return err
+		}
+		// No enhanced authentication method was agreed at CONNECT, so any
+		// AUTH is a protocol error [MQTT-4.12.0-1 ... -7].
+		return protoErr(packet.ProtocolError, "AUTH without an authentication method")
+	case packet.CONNECT:
+		return protoErr(packet.ProtocolError, "second CONNECT [MQTT-3.1.0-2]")
+	default:
+		// CONNACK, SUBACK, UNSUBACK, PINGRESP are server-to-client only;
+		// type 0 is reserved.
+		return protoErr(packet.ProtocolError, "unexpected "+h.Type.String()+" from client")
+	}
+}
+
+func (c *client) handleDisconnect(h packet.FixedHeader, body []byte) error {
+	var d packet.Disconnect
+	if err := packet.DecodeDisconnect(&d, h.Flags, body, c.version); err != nil {
+		return err
+	}
+	if c.version >= packet.V5 && d.Props.Has(packet.PropSessionExpiryInterval) {
+		s := c.sess
+		s.mu.Lock()
+		zero := s.expiryInterval == 0 && !c.srv.persistentZero(c)
+		if zero && d.Props.SessionExpiryInterval != 0 {
+			s.mu.Unlock()
+			// [MQTT-3.14.2-2]: setting a non-zero expiry at DISCONNECT when
+			// CONNECT had 0 is a protocol error.
+			return protoErr(packet.ProtocolError, "session expiry set on DISCONNECT after 0 at CONNECT")
+		}
+		s.expiryInterval = c.srv.capExpiry(d.Props.SessionExpiryInterval)
+		s.mu.Unlock()
+	}
+	c.disconnect = true
+	c.willOnClose = d.ReasonCode == packet.DisconnectWithWill
+	return nil
+}
+
+// teardown closes the connection and detaches it from its session.
+func (c *client) teardown(err error) {
+	code := byte(0)
+	reason := err
+	var pe *protoError
+	var de *packet.Error
+	switch {
+	case errors.As(err, &pe):
+		code = pe.code
+		c.srv.stats.protocolErrors.Add(1)
+	case errors.As(err, &de):
+		code = de.Code
+		c.srv.stats.protocolErrors.Add(1)
+	case errors.Is(err, errPacketTooLarge):
+		code = packet.PacketTooLarge
+	case c.kicked.Load():
+		code = byte(c.kickCode.Load())
+		if r := c.kickReason.Load(); r != nil {
+			reason = *r
+		}
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && c.connected.Load() {
+			code = packet.KeepAliveTimeout
+			reason = errKeepAlive
+		}
+	}
+	connected := c.connected.Load()
+	if connected {
+		c.srv.log.Debug("client disconnected", "client", c.id, "remote", c.remote, "reason", errString(reason))
+	} else if err != nil && !errors.Is(err, io.EOF) {
+		c.srv.log.Debug("connection closed before CONNECT completed", "remote", c.remote, "reason", errString(reason))
+	}
+
+	// Final DISCONNECT for v5 clients when the server ends the connection
+	// with a reason [MQTT-4.13.2-1]; nothing for v3 (no such packet).
+	c.omu.Lock()
+	if connected && c.version >= packet.V5 && code >= 0x80 && !c.closing && !c.flushDead {
+		d := packet.Disconnect{ReasonCode: code}
+		before := len(c.obuf)
+		c.obuf = d.Append(c.obuf, c.version)
+		c.pending += len(c.obuf) - before
+		c.kickFlushLocked()
+	}
+	c.closing = true
+	c.omu.Unlock()
+
+	// Detach from the session before waiting on the socket, so deliveries
+	// go to the queue from now on.
+	if connected {
+		c.srv.detach(c, err == nil && c.disconnect && !c.willOnClose)
+	}
+
+	// Flush what is queued (bounded by the write deadline), then close
+	// gracefully: half-close and drain briefly so that our last packet is
+	// not destroyed by a TCP reset caused by unread input.
+	_ = c.conn.SetWriteDeadline(time.Now().Add(min(c.srv.opts.WriteTimeout, 2*time.Second)))
+	c.omu.Lock()
+	c.waitFlushedLocked()
+	c.flushDead = true
+	c.omu.Unlock()
+	lingerClose(c.conn)
+	if connected {
+		c.srv.clientGone(c)
+	}
+	c.srv.connClosed()
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "normal"
+	}
+	return err.Error()
+}
+
+// lingerClose half-closes a connection and discards input for a short
+// while so the peer reads everything we sent before seeing EOF.
+func lingerClose(conn net.Conn) {
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := conn.(closeWriter); ok {
+		if cw.CloseWrite() == nil {
+			_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			var buf [512]byte
+			for i := 0; i < 64; i++ {
+				if _, err := conn.Read(buf[:]); err != nil {
+					break
+				}
+			}
+		}
+	}
+	_ = conn.Close()
+}

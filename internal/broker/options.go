@@ -1,0 +1,162 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+)
+
+// Options configures a Server. The zero value of every field means "use the
+// default" documented on the field; DefaultOptions returns them filled in.
+type Options struct {
+	// NodeName identifies this server in logs and (later) in the cluster.
+	NodeName string
+
+	// MaxPacketSize is the largest packet accepted from clients, in bytes
+	// (the whole packet). 0 means the protocol maximum (268,435,455 plus
+	// header), in which case no Maximum Packet Size is advertised.
+	MaxPacketSize uint32
+
+	// ReceiveMaximum is the number of unacknowledged QoS 1/2 PUBLISH packets
+	// a client may have in flight towards the server (advertised in the v5
+	// CONNACK). Default 20.
+	ReceiveMaximum uint16
+
+	// MaxInflight caps unacknowledged QoS 1/2 messages sent to one client;
+	// the client's own Receive Maximum lowers it further. Default 20.
+	MaxInflight int
+
+	// MaxQueued caps messages queued in a session beyond the in-flight
+	// window (offline or flow-controlled). Default 1000. Messages arriving
+	// to a full queue are dropped and counted.
+	MaxQueued int
+
+	// QueueQoS0 also queues QoS 0 messages for offline persistent sessions.
+	QueueQoS0 bool
+
+	// MaxClientIDLen is the longest accepted client identifier in bytes.
+	// Default 65535 (no limit beyond the protocol's).
+	MaxClientIDLen int
+
+	// MaxTopicLen and MaxTopicLevels limit topic names and filters
+	// (0 = unlimited; defaults 65535 and 0).
+	MaxTopicLen    int
+	MaxTopicLevels int
+
+	// MaxConnections caps concurrent client connections (0 = unlimited).
+	MaxConnections int
+
+	// MaxKeepAlive caps the keep-alive a client may ask for, in seconds.
+	// v5 clients asking for more (or 0) are told the cap via Server Keep
+	// Alive; v3 clients are held to the cap. Default 65535 (no cap).
+	MaxKeepAlive uint16
+
+	// TopicAliasMaximum is the highest inbound topic alias accepted from v5
+	// clients (advertised in CONNACK). Default 10; negative disables.
+	TopicAliasMaximum int
+
+	// MaxQoS is the highest QoS supported (0, 1 or 2). Default 2.
+	MaxQoS int
+
+	// Feature switches, all on by default (set the Disable* fields).
+	DisableRetain                  bool
+	DisableWildcardSubscriptions   bool
+	DisableSubscriptionIdentifiers bool
+	DisableSharedSubscriptions     bool
+
+	// MaxSessionExpiry caps the v5 Session Expiry Interval in seconds; 0 =
+	// no cap. Persistent v3 sessions (clean session 0) use
+	// PersistentSessionExpiry (0 = never expire).
+	MaxSessionExpiry        uint32
+	PersistentSessionExpiry uint32
+
+	// MaxPendingBytes bounds bytes queued for writing to one client. QoS 0
+	// messages beyond it are dropped (counted); a client whose pending
+	// output exceeds twice this is disconnected as a slow consumer.
+	// Default 8 MiB.
+	MaxPendingBytes int
+
+	// WriteTimeout disconnects a client whose socket accepts no data for
+	// this long while output is pending (slow consumer). Default 10 s.
+	WriteTimeout time.Duration
+
+	// ConnectTimeout is how long a new connection has to send CONNECT.
+	// Default 10 s.
+	ConnectTimeout time.Duration
+
+	// ShutdownTimeout bounds graceful shutdown. Default 5 s.
+	ShutdownTimeout time.Duration
+
+	// MaxSubscriptionsPerClient caps subscriptions per session (0 = no cap).
+	MaxSubscriptionsPerClient int
+}
+
+// DefaultOptions returns the defaults documented on Options.
+func DefaultOptions() Options {
+	var o Options
+	o.setDefaults()
+	return o
+}
+
+func (o *Options) setDefaults() {
+	if o.NodeName == "" {
+		o.NodeName = "isobar"
+	}
+	if o.MaxPacketSize == 0 {
+		o.MaxPacketSize = packet.MaxRemainingLength + 5
+	}
+	if o.ReceiveMaximum == 0 {
+		o.ReceiveMaximum = 20
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = 20
+	}
+	if o.MaxInflight > 65535 {
+		o.MaxInflight = 65535
+	}
+	if o.MaxQueued <= 0 {
+		o.MaxQueued = 1000
+	}
+	if o.MaxClientIDLen <= 0 {
+		o.MaxClientIDLen = 65535
+	}
+	if o.MaxTopicLen <= 0 {
+		o.MaxTopicLen = 65535
+	}
+	if o.MaxKeepAlive == 0 {
+		o.MaxKeepAlive = 65535
+	}
+	if o.TopicAliasMaximum == 0 {
+		o.TopicAliasMaximum = 10
+	}
+	if o.TopicAliasMaximum < 0 {
+		o.TopicAliasMaximum = 0
+	}
+	if o.TopicAliasMaximum > 65535 {
+		o.TopicAliasMaximum = 65535
+	}
+	if o.MaxQoS == 0 {
+		o.MaxQoS = 2
+	}
+	if o.MaxQoS < 0 {
+		o.MaxQoS = 0
+	}
+	if o.MaxPendingBytes <= 0 {
+		o.MaxPendingBytes = 8 << 20
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 5 * time.Second
+	}
+}
+
+// advertisedMaxPacket reports whether a Maximum Packet Size must be put in
+// CONNACK (only when it is below the protocol maximum).
+func (o *Options) advertisedMaxPacket() bool {
+	return o.MaxPacketSize < packet.MaxRemainingLength+5
+}

@@ -1,0 +1,548 @@
+// Package broker is Isobar's MQTT server: connections, sessions, routing,
+// retained and will messages.
+//
+// Lock order, outermost first (never take an earlier lock while holding a
+// later one):
+//
+//	Server.mu → session.mu → client.omu
+//
+// The topic index and the retained tree have their own internal locks and
+// call no broker code while holding them. Delivery from a publisher's read
+// loop takes the target session's mu and then the target client's omu;
+// no goroutine holds two session locks at once.
+package broker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+	"github.com/isobar-mq/isobar/internal/topic"
+)
+
+type mutex = sync.Mutex
+
+// AuthResult is the outcome of authenticating a CONNECT.
+type AuthResult int
+
+// Authentication outcomes.
+const (
+	AuthOK AuthResult = iota
+	AuthBadCredentials
+	AuthNotAuthorized
+)
+
+// AuthRequest carries what a CONNECT offers for authentication.
+type AuthRequest struct {
+	ClientID    string
+	Username    string
+	HasUsername bool
+	Password    []byte
+	HasPassword bool
+	Remote      netip.Addr
+	Listener    string
+	Conn        net.Conn // for TLS client certificates
+}
+
+// AuthResponse is what an Authenticator decides. Username, when set,
+// replaces the CONNECT's user name (e.g. taken from a client certificate).
+type AuthResponse struct {
+	Result   AuthResult
+	Username string
+}
+
+// ClientInfo identifies a connected client to authorization checks.
+type ClientInfo struct {
+	ClientID string
+	Username string
+	Listener string
+}
+
+// Auth is the security seam: authentication at CONNECT and authorization
+// of every publish, subscribe and delivery. A nil Auth allows everything.
+type Auth interface {
+	Authenticate(AuthRequest) AuthResponse
+	CanPublish(c ClientInfo, topic string) bool
+	CanSubscribe(c ClientInfo, filter string) bool
+	CanReceive(c ClientInfo, topic string) bool
+}
+
+// Server is one MQTT broker node. Several can run in one process.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	auth Auth
+
+	index    *topic.Index[*session]
+	retained *topic.Retained[*Message]
+	stats    Stats
+
+	mu       mutex
+	sessions map[string]*session
+	clients  map[*client]struct{}
+	closed   bool
+
+	lnMu      sync.Mutex
+	listeners []net.Listener
+	wg        sync.WaitGroup // accept loops and connections
+
+	online atomic.Int64
+	conns  atomic.Int64
+	quit   chan struct{}
+	sweep  *time.Ticker
+}
+
+// New creates a server. log may be nil (discard).
+func New(opts Options, log *slog.Logger, auth Auth) *Server {
+	opts.setDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		opts:     opts,
+		log:      log,
+		auth:     auth,
+		index:    topic.NewIndex[*session](),
+		retained: topic.NewRetained[*Message](),
+		sessions: make(map[string]*session),
+		clients:  make(map[*client]struct{}),
+		quit:     make(chan struct{}),
+	}
+	s.wg.Add(1)
+	go s.housekeeping()
+	return s
+}
+
+// Options returns the effective options (defaults filled in).
+func (s *Server) Options() Options { return s.opts }
+
+// Stats returns the server's counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Serve accepts connections from l until it is closed or the server shuts
+// down. name identifies the listener in logs and metrics.
+func (s *Server) Serve(l net.Listener, name string) error {
+	s.lnMu.Lock()
+	if s.isClosed() {
+		s.lnMu.Unlock()
+		_ = l.Close()
+		return errShutdown
+	}
+	s.listeners = append(s.listeners, l)
+	s.wg.Add(1)
+	s.lnMu.Unlock()
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if s.isClosed() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// Temporary failures (EMFILE ...): back off like net/http.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			s.log.Warn("accept failed; retrying", "listener", name, "err", err, "delay", delay)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-s.quit:
+				return nil
+			}
+		}
+		delay = 0
+		s.ServeConn(conn, name)
+	}
+}
+
+// ServeConn serves one already-accepted connection in its own goroutine.
+func (s *Server) ServeConn(conn net.Conn, listener string) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.conns.Add(1)
+	s.stats.connectionsTotal.Add(1)
+	c := newClient(s, conn, listener)
+	go func() {
+		defer s.wg.Done()
+		c.serve()
+	}()
+}
+
+func (s *Server) connClosed() { s.conns.Add(-1) }
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Shutdown stops accepting, tells MQTT 5 clients 0x8B (Server shutting
+// down), closes every connection and waits for them, bounded by ctx and
+// Options.ShutdownTimeout.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	clients := make([]*client, 0, len(s.clients))
+	for c := range s.clients {
+		clients = append(clients, c)
+	}
+	s.mu.Unlock()
+	close(s.quit)
+
+	s.lnMu.Lock()
+	for _, l := range s.listeners {
+		_ = l.Close()
+	}
+	s.lnMu.Unlock()
+	for _, c := range clients {
+		c.kick(packet.ServerShuttingDown, errShutdown)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(s.opts.ShutdownTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = errors.New("shutdown timed out")
+	}
+	if err != nil {
+		// Force: close every socket so their goroutines end.
+		s.mu.Lock()
+		for c := range s.clients {
+			_ = c.conn.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.stopTimers()
+	return err
+}
+
+// stopTimers stops session expiry and will timers after shutdown.
+func (s *Server) stopTimers() {
+	s.mu.Lock()
+	sessions := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range sessions {
+		ss.mu.Lock()
+		if ss.expiryTimer != nil {
+			ss.expiryTimer.Stop()
+		}
+		if ss.willTimer != nil {
+			ss.willTimer.Stop()
+		}
+		ss.mu.Unlock()
+	}
+}
+
+// attach binds a connected client to its session (new, resumed or taken
+// over) and sends CONNACK, then anything the session has pending.
+func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, willDelay uint32, ack *packet.Connack) {
+	for {
+		s.mu.Lock()
+		old := s.sessions[c.id]
+		var oldClient *client
+		if old != nil {
+			old.mu.Lock()
+			oldClient = old.client
+			old.mu.Unlock()
+		}
+		if oldClient != nil {
+			s.mu.Unlock()
+			// Takeover [MQTT-3.1.4-3]: the existing connection is closed
+			// (v5: DISCONNECT 0x8E) and its teardown completes first.
+			s.stats.takeovers.Add(1)
+			oldClient.kick(packet.SessionTakenOver, errTakenOver)
+			select {
+			case <-oldClient.done:
+			case <-time.After(5 * time.Second):
+				_ = oldClient.conn.Close()
+				<-oldClient.done
+			}
+			continue
+		}
+		var sess *session
+		present := false
+		if old != nil && !clean {
+			sess = old
+			present = true
+		} else {
+			if old != nil {
+				s.endSessionLocked(old)
+			}
+			sess = newSession(s, c.id)
+			s.sessions[c.id] = sess
+		}
+		s.clients[c] = struct{}{}
+		sess.mu.Lock()
+		s.mu.Unlock()
+
+		c.sess = sess
+		sess.client = c
+		sess.online.Store(true)
+		sess.user.Store(&c.username)
+		sess.expiryInterval = expiry
+		if sess.expiryTimer != nil {
+			sess.expiryTimer.Stop()
+			sess.expiryTimer = nil
+		}
+		if sess.willTimer != nil {
+			// Reconnected before the will delay passed: not sent
+			// [MQTT-3.1.3-9].
+			sess.willTimer.Stop()
+			sess.willTimer = nil
+		}
+		sess.will = will
+		sess.willDelay = willDelay
+		if c.version < packet.V5 && clean {
+			present = false
+		}
+		ack.SessionPresent = present
+		ack.ReasonCode = packet.Success
+		c.connected.Store(true)
+		s.online.Add(1)
+		s.stats.connectsTotal.Add(1)
+		c.send(func(b []byte) []byte { return ack.Append(b, c.version) })
+		if present {
+			sess.resendLocked()
+			sess.drainLocked()
+		}
+		sess.mu.Unlock()
+		return
+	}
+}
+
+// detach unbinds a closing client from its session. normal is true when
+// the client sent DISCONNECT with reason 0 (no will).
+func (s *Server) detach(c *client, normal bool) {
+	sess := c.sess
+	if sess == nil {
+		return
+	}
+	sess.mu.Lock()
+	if sess.client != c {
+		sess.mu.Unlock()
+		return
+	}
+	sess.client = nil
+	sess.online.Store(false)
+	s.online.Add(-1)
+	will := sess.will
+	if normal {
+		// DISCONNECT 0x00: the will is discarded [MQTT-3.1.2-10].
+		sess.will = nil
+		will = nil
+	}
+	expiry := sess.expiryInterval
+	redispatch := s.takeSharedLocked(sess)
+	if expiry == 0 {
+		// The session ends with the connection, so a will is published now
+		// whatever its delay [MQTT-3.1.3-9].
+		sess.will = nil
+		sess.mu.Unlock()
+		s.mu.Lock()
+		if s.sessions[sess.id] == sess {
+			s.endSessionLocked(sess)
+		}
+		s.mu.Unlock()
+	} else {
+		if will != nil && sess.willDelay > 0 && sess.willDelay < expiry {
+			delay := time.Duration(sess.willDelay) * time.Second
+			sess.willTimer = time.AfterFunc(delay, func() { s.fireWill(sess) })
+			will = nil
+		} else if will != nil && sess.willDelay > 0 {
+			// The will is sent when the session ends, whichever is first
+			// [MQTT-3.1.3-9]: it stays in the session until expiry.
+			will = nil
+		} else {
+			sess.will = nil
+		}
+		if expiry != 0xFFFFFFFF {
+			sess.expiryTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { s.expireSession(sess) })
+		}
+		sess.mu.Unlock()
+	}
+	if will != nil {
+		s.publishWill(will)
+	}
+	for _, d := range redispatch {
+		s.dispatchShared(d, sess)
+	}
+}
+
+// clientGone forgets a closed client.
+func (s *Server) clientGone(c *client) {
+	s.mu.Lock()
+	delete(s.clients, c)
+	s.mu.Unlock()
+}
+
+// endSessionLocked removes a session: its subscriptions leave the index and
+// a pending will is published. Requires s.mu.
+func (s *Server) endSessionLocked(sess *session) {
+	delete(s.sessions, sess.id)
+	sess.mu.Lock()
+	sess.ended = true
+	for f := range sess.subs {
+		s.index.Unsubscribe(sess, f)
+	}
+	sess.subs = nil
+	if sess.expiryTimer != nil {
+		sess.expiryTimer.Stop()
+	}
+	will := sess.will
+	sess.will = nil
+	if sess.willTimer != nil {
+		sess.willTimer.Stop()
+		sess.willTimer = nil
+	} else if sess.client != nil || sess.willDelay == 0 {
+		will = nil // published (or discarded) when its connection closed
+	}
+	dropped := len(sess.queue) + len(sess.inflight)
+	sess.queue = nil
+	sess.inflight = nil
+	sess.mu.Unlock()
+	if dropped > 0 {
+		s.stats.droppedSessionEnd.Add(uint64(dropped))
+	}
+	if will != nil {
+		// Will delay outlasted by the session: published now. Must not
+		// hold s.mu while routing; done asynchronously.
+		go s.publishWill(will)
+	}
+}
+
+func (s *Server) expireSession(sess *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[sess.id] != sess {
+		return
+	}
+	sess.mu.Lock()
+	online := sess.client != nil
+	sess.mu.Unlock()
+	if online {
+		return
+	}
+	s.stats.sessionsExpired.Add(1)
+	s.endSessionLocked(sess)
+}
+
+func (s *Server) fireWill(sess *session) {
+	sess.mu.Lock()
+	will := sess.will
+	if sess.willTimer == nil || sess.client != nil {
+		sess.mu.Unlock()
+		return
+	}
+	sess.will = nil
+	sess.willTimer = nil
+	sess.mu.Unlock()
+	if will != nil {
+		s.publishWill(will)
+	}
+}
+
+func (s *Server) publishWill(will *Message) {
+	m := *will
+	m.Received = time.Now().UnixNano()
+	if m.Props.Has(packet.PropMessageExpiryInterval) {
+		m.Expiry = m.Received + int64(m.Props.MessageExpiryInterval)*int64(time.Second)
+	}
+	if s.auth != nil && !s.auth.CanPublish(ClientInfo{ClientID: m.From}, m.Topic) {
+		// The will's topic was checked at CONNECT; rules may have changed.
+		s.stats.droppedNotAuthorized.Add(1)
+		return
+	}
+	s.stats.willsPublished.Add(1)
+	var sc routeScratch
+	s.publish(&m, &sc)
+}
+
+// Publish injects a message from the server itself (API, $SYS, bridges).
+func (s *Server) Publish(m *Message) {
+	if m.Received == 0 {
+		m.Received = time.Now().UnixNano()
+	}
+	if m.Props.Has(packet.PropMessageExpiryInterval) && m.Expiry == 0 {
+		m.Expiry = m.Received + int64(m.Props.MessageExpiryInterval)*int64(time.Second)
+	}
+	var sc routeScratch
+	s.publish(m, &sc)
+}
+
+// housekeeping sweeps expired retained messages.
+func (s *Server) housekeeping() {
+	defer s.wg.Done()
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			now := time.Now().UnixNano()
+			var expired []string
+			s.retained.Range(func(topic string, m *Message) bool {
+				if m.expired(now) {
+					expired = append(expired, topic)
+				}
+				return true
+			})
+			for _, t := range expired {
+				if m, ok := s.retained.Get(t); ok && m.expired(now) {
+					s.retained.Delete(t)
+				}
+			}
+		}
+	}
+}
+
+// SessionCount returns the number of sessions (online and offline).
+func (s *Server) SessionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// ClientCount returns the number of connected (CONNACKed) clients.
+func (s *Server) ClientCount() int { return int(s.online.Load()) }
+
+// RetainedCount returns the number of retained messages.
+func (s *Server) RetainedCount() int { return s.retained.Len() }
+
+// SubscriptionCount returns the number of subscriptions.
+func (s *Server) SubscriptionCount() int { return s.index.Len() }

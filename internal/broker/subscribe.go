@@ -1,0 +1,146 @@
+package broker
+
+import (
+	"strings"
+	"time"
+
+	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+	"github.com/isobar-mq/isobar/internal/topic"
+)
+
+func hasWildcard(filter string) bool { return strings.ContainsAny(filter, "+#") }
+
+func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
+	body = append([]byte(nil), body...) // filters are kept by the index
+	var sp packet.Subscribe
+	if err := packet.DecodeSubscribe(&sp, h.Flags, body, c.version); err != nil {
+		return err
+	}
+	o := &c.srv.opts
+	v5 := c.version >= packet.V5
+	var subID uint32
+	if v5 && sp.Props.Has(packet.PropSubscriptionIdentifier) {
+		if o.DisableSubscriptionIdentifiers {
+			return protoErr(packet.SubscriptionIdentifiersNotSupported, "subscription identifiers not supported")
+		}
+		subID = sp.Props.SubscriptionIdentifiers[0]
+	}
+	for _, sub := range sp.Subs {
+		if _, _, shared := topic.ParseShared(sub.Filter); shared && sub.NoLocal {
+			return protoErr(packet.ProtocolError, "No Local on a shared subscription [MQTT-3.8.3-4]")
+		}
+	}
+
+	codes := make([]byte, len(sp.Subs))
+	type retainedReq struct {
+		filter string
+		qos    byte
+		id     uint32
+	}
+	var wantRetained []retainedReq
+
+	sess := c.sess
+	sess.mu.Lock()
+	for i, sub := range sp.Subs {
+		code := c.checkSubscription(sub)
+		if code >= 0x80 {
+			codes[i] = code
+			continue
+		}
+		granted := min(sub.QoS, byte(o.MaxQoS))
+		_, existed := sess.subs[sub.Filter]
+		if !existed && o.MaxSubscriptionsPerClient > 0 && len(sess.subs) >= o.MaxSubscriptionsPerClient {
+			codes[i] = c.failCode(packet.QuotaExceeded)
+			continue
+		}
+		opts := topic.Options{QoS: granted, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, ID: subID}
+		if c.version < packet.V5 {
+			// 3.x has no subscription options; retained messages are
+			// flagged as retained only when sent because of the subscribe.
+			opts = topic.Options{QoS: granted}
+		}
+		sess.subs[sub.Filter] = subscription{filter: sub.Filter, opts: opts}
+		c.srv.index.Subscribe(sess, sub.Filter, opts)
+		codes[i] = granted
+		_, _, shared := topic.ParseShared(sub.Filter)
+		if !shared && !o.DisableRetain && (opts.RetainHandling == 0 || (opts.RetainHandling == 1 && !existed)) {
+			wantRetained = append(wantRetained, retainedReq{sub.Filter, granted, subID})
+		}
+	}
+	ack := packet.Suback{PacketID: sp.PacketID, ReasonCodes: codes}
+	c.send(func(b []byte) []byte { return ack.Append(b, c.version) })
+
+	// Retained messages follow the SUBACK, flagged retained [MQTT-3.3.1-9]
+	// (never for shared subscriptions [MQTT-3.8.4-?]); the session lock is
+	// held so nothing overtakes the SUBACK.
+	now := time.Now().UnixNano()
+	for _, r := range wantRetained {
+		c.srv.retained.Match(r.filter, func(t string, m *Message) bool {
+			if m.expired(now) {
+				return true
+			}
+			if c.srv.auth != nil && !c.srv.auth.CanReceive(c.info(), t) {
+				return true
+			}
+			d := delivery{msg: m, qos: min(m.QoS, r.qos), retain: true}
+			if r.id != 0 {
+				d.subIDs = []uint32{r.id}
+			}
+			sess.deliverLocked(d)
+			return true
+		})
+	}
+	sess.mu.Unlock()
+	return nil
+}
+
+// failCode maps a v5 failure reason to the 3.x SUBACK failure code.
+func (c *client) failCode(code byte) byte {
+	if c.version < packet.V5 {
+		return packet.V3SubackFailure
+	}
+	return code
+}
+
+// checkSubscription validates one requested subscription and returns a
+// failure reason code (>= 0x80) or 0.
+func (c *client) checkSubscription(sub packet.Subscription) byte {
+	o := &c.srv.opts
+	if err := topic.ValidateFilter(sub.Filter, o.MaxTopicLen, o.MaxTopicLevels); err != nil {
+		return c.failCode(packet.TopicFilterInvalid)
+	}
+	_, inner, shared := topic.ParseShared(sub.Filter)
+	if shared && o.DisableSharedSubscriptions {
+		return c.failCode(packet.SharedSubscriptionsNotSupported)
+	}
+	if hasWildcard(inner) && o.DisableWildcardSubscriptions {
+		return c.failCode(packet.WildcardSubscriptionsNotSupported)
+	}
+	if c.srv.auth != nil && !c.srv.auth.CanSubscribe(c.info(), sub.Filter) {
+		return c.failCode(packet.NotAuthorized)
+	}
+	return 0
+}
+
+func (c *client) handleUnsubscribe(h packet.FixedHeader, body []byte) error {
+	var up packet.Unsubscribe
+	if err := packet.DecodeUnsubscribe(&up, h.Flags, body, c.version); err != nil {
+		return err
+	}
+	codes := make([]byte, len(up.Filters))
+	sess := c.sess
+	sess.mu.Lock()
+	for i, f := range up.Filters {
+		if _, ok := sess.subs[f]; ok {
+			delete(sess.subs, f)
+			c.srv.index.Unsubscribe(sess, f)
+			codes[i] = packet.Success
+		} else {
+			codes[i] = packet.NoSubscriptionExisted
+		}
+	}
+	ack := packet.Unsuback{PacketID: up.PacketID, ReasonCodes: codes}
+	c.send(func(b []byte) []byte { return ack.Append(b, c.version) })
+	sess.mu.Unlock()
+	return nil
+}

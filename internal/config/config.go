@@ -1,0 +1,270 @@
+// Package config loads Isobar's YAML configuration file. Parsing is
+// strict: an unknown key is an error naming the key and its line. Every key
+// is documented, with its default, in docs/configuration.md.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/isobar-mq/isobar/internal/broker"
+	"github.com/isobar-mq/isobar/internal/listener"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	NodeName        string            `yaml:"node_name"`
+	Log             Log               `yaml:"log"`
+	Listeners       []listener.Config `yaml:"listeners"`
+	MQTT            MQTT              `yaml:"mqtt"`
+	Auth            Auth              `yaml:"auth"`
+	ShutdownTimeout time.Duration     `yaml:"shutdown_timeout"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// MQTT holds protocol limits and features (see broker.Options).
+type MQTT struct {
+	MaxPacketSize             uint32        `yaml:"max_packet_size"`
+	ReceiveMaximum            uint16        `yaml:"receive_maximum"`
+	MaxInflight               int           `yaml:"max_inflight"`
+	MaxQueuedMessages         int           `yaml:"max_queued_messages"`
+	QueueQoS0                 bool          `yaml:"queue_qos0"`
+	MaxClientIDLength         int           `yaml:"max_client_id_length"`
+	MaxTopicLength            int           `yaml:"max_topic_length"`
+	MaxTopicLevels            int           `yaml:"max_topic_levels"`
+	MaxConnections            int           `yaml:"max_connections"`
+	MaxKeepAlive              uint16        `yaml:"max_keepalive"`
+	TopicAliasMaximum         uint16        `yaml:"topic_alias_maximum"`
+	MaxQoS                    int           `yaml:"max_qos"`
+	RetainAvailable           bool          `yaml:"retain_available"`
+	WildcardSubscriptions     bool          `yaml:"wildcard_subscriptions"`
+	SubscriptionIdentifiers   bool          `yaml:"subscription_identifiers"`
+	SharedSubscriptions       bool          `yaml:"shared_subscriptions"`
+	MaxSessionExpiry          uint32        `yaml:"max_session_expiry"`
+	PersistentSessionExpiry   uint32        `yaml:"persistent_session_expiry"`
+	MaxPendingBytes           int           `yaml:"max_pending_bytes"`
+	WriteTimeout              time.Duration `yaml:"write_timeout"`
+	ConnectTimeout            time.Duration `yaml:"connect_timeout"`
+	MaxSubscriptionsPerClient int           `yaml:"max_subscriptions_per_client"`
+}
+
+// Auth configures authentication and authorization.
+type Auth struct {
+	AllowAnonymous bool      `yaml:"allow_anonymous"`
+	PasswordFile   string    `yaml:"password_file"`
+	ACLFile        string    `yaml:"acl_file"`
+	ACL            []ACLRule `yaml:"acl"`
+}
+
+// ACLRule is one authorization rule in YAML form (Mosquitto ACL semantics:
+// see docs/configuration.md).
+type ACLRule struct {
+	User    string `yaml:"user"`    // empty: anonymous clients (unless pattern)
+	Pattern bool   `yaml:"pattern"` // topic may use %u and %c; applies to all clients
+	Access  string `yaml:"access"`  // read, write, readwrite (default), deny
+	Topic   string `yaml:"topic"`
+}
+
+// Default returns the configuration used when no file is given: one MQTT
+// listener on 127.0.0.1:1883, anonymous access allowed.
+func Default() *Config {
+	return &Config{
+		NodeName: hostname(),
+		Log:      Log{Level: "info", Format: "text"},
+		Listeners: []listener.Config{
+			{Name: "mqtt", Protocol: "mqtt", Address: "127.0.0.1:1883"},
+		},
+		MQTT: MQTT{
+			ReceiveMaximum:          20,
+			MaxInflight:             20,
+			MaxQueuedMessages:       1000,
+			MaxClientIDLength:       65535,
+			MaxTopicLength:          65535,
+			MaxKeepAlive:            65535,
+			TopicAliasMaximum:       10,
+			MaxQoS:                  2,
+			RetainAvailable:         true,
+			WildcardSubscriptions:   true,
+			SubscriptionIdentifiers: true,
+			SharedSubscriptions:     true,
+			MaxPendingBytes:         8 << 20,
+			WriteTimeout:            10 * time.Second,
+			ConnectTimeout:          10 * time.Second,
+		},
+		Auth:            Auth{AllowAnonymous: true},
+		ShutdownTimeout: 5 * time.Second,
+	}
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "isobar"
+	}
+	return h
+}
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML over the defaults, strictly, and validates the result.
+// A listeners list in the file replaces the default listener.
+func Parse(data []byte) (*Config, error) {
+	cfg := Default()
+	cfg.Listeners = nil
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, cleanYAMLError(err)
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("only one YAML document is allowed")
+	}
+	if cfg.Listeners == nil {
+		cfg.Listeners = Default().Listeners
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func cleanYAMLError(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		// yaml.v3 reports unknown keys as "line N: field X not found in type
+		// config.Y"; say it in the user's terms.
+		msgs := make([]string, len(te.Errors))
+		for i, m := range te.Errors {
+			m = strings.Replace(m, "field ", "unknown key ", 1)
+			if i := strings.Index(m, " not found in type "); i >= 0 {
+				m = m[:i]
+			}
+			msgs[i] = m
+		}
+		return errors.New(strings.Join(msgs, "; "))
+	}
+	return err
+}
+
+// Validate checks values that YAML typing cannot.
+func (c *Config) Validate() error {
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
+	}
+	if len(c.Listeners) == 0 {
+		return errors.New("listeners: at least one listener is required")
+	}
+	names := map[string]bool{}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		if l.Name == "" {
+			l.Name = fmt.Sprintf("%s-%d", l.Protocol, i)
+		}
+		if names[l.Name] {
+			return fmt.Errorf("listeners[%d]: duplicate name %q", i, l.Name)
+		}
+		names[l.Name] = true
+		if err := l.Validate(); err != nil {
+			return fmt.Errorf("listeners[%d] (%s): %w", i, l.Name, err)
+		}
+	}
+	m := &c.MQTT
+	if m.MaxQoS < 0 || m.MaxQoS > 2 {
+		return fmt.Errorf("mqtt.max_qos: %d is not 0, 1 or 2", m.MaxQoS)
+	}
+	if m.ReceiveMaximum == 0 {
+		return errors.New("mqtt.receive_maximum: must be at least 1")
+	}
+	if m.MaxInflight < 1 || m.MaxInflight > 65535 {
+		return fmt.Errorf("mqtt.max_inflight: %d is not in 1..65535", m.MaxInflight)
+	}
+	if m.MaxQueuedMessages < 1 {
+		return errors.New("mqtt.max_queued_messages: must be at least 1")
+	}
+	if m.MaxPacketSize != 0 && m.MaxPacketSize < 64 {
+		return fmt.Errorf("mqtt.max_packet_size: %d is too small (minimum 64)", m.MaxPacketSize)
+	}
+	if m.MaxKeepAlive == 0 {
+		return errors.New("mqtt.max_keepalive: must be at least 1 (65535 = no cap)")
+	}
+	for i, r := range c.Auth.ACL {
+		switch r.Access {
+		case "", "read", "write", "readwrite", "deny":
+		default:
+			return fmt.Errorf("auth.acl[%d]: access %q is not read, write, readwrite or deny", i, r.Access)
+		}
+		if r.Topic == "" {
+			return fmt.Errorf("auth.acl[%d]: topic is required", i)
+		}
+	}
+	return nil
+}
+
+// BrokerOptions maps the configuration onto broker.Options.
+func (c *Config) BrokerOptions() broker.Options {
+	m := &c.MQTT
+	o := broker.Options{
+		NodeName:                       c.NodeName,
+		MaxPacketSize:                  m.MaxPacketSize,
+		ReceiveMaximum:                 m.ReceiveMaximum,
+		MaxInflight:                    m.MaxInflight,
+		MaxQueued:                      m.MaxQueuedMessages,
+		QueueQoS0:                      m.QueueQoS0,
+		MaxClientIDLen:                 m.MaxClientIDLength,
+		MaxTopicLen:                    m.MaxTopicLength,
+		MaxTopicLevels:                 m.MaxTopicLevels,
+		MaxConnections:                 m.MaxConnections,
+		MaxKeepAlive:                   m.MaxKeepAlive,
+		TopicAliasMaximum:              int(m.TopicAliasMaximum),
+		MaxQoS:                         m.MaxQoS,
+		DisableRetain:                  !m.RetainAvailable,
+		DisableWildcardSubscriptions:   !m.WildcardSubscriptions,
+		DisableSubscriptionIdentifiers: !m.SubscriptionIdentifiers,
+		DisableSharedSubscriptions:     !m.SharedSubscriptions,
+		MaxSessionExpiry:               m.MaxSessionExpiry,
+		PersistentSessionExpiry:        m.PersistentSessionExpiry,
+		MaxPendingBytes:                m.MaxPendingBytes,
+		WriteTimeout:                   m.WriteTimeout,
+		ConnectTimeout:                 m.ConnectTimeout,
+		ShutdownTimeout:                c.ShutdownTimeout,
+		MaxSubscriptionsPerClient:      m.MaxSubscriptionsPerClient,
+	}
+	if m.TopicAliasMaximum == 0 {
+		o.TopicAliasMaximum = -1
+	}
+	if m.MaxQoS == 0 {
+		o.MaxQoS = -1
+	}
+	return o
+}

@@ -1,0 +1,88 @@
+// Package node assembles a running Isobar node from a configuration: the
+// broker, its listeners and its security. The CLI and the tests use it.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/isobar-mq/isobar/internal/broker"
+	"github.com/isobar-mq/isobar/internal/config"
+	"github.com/isobar-mq/isobar/internal/listener"
+)
+
+// Node is a running broker with its listeners.
+type Node struct {
+	Server    *broker.Server
+	Listeners []listener.Listener
+	Auth      *Security
+	log       *slog.Logger
+	done      chan struct{}
+}
+
+// Start builds and starts a node from a configuration.
+func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
+	sec, err := NewSecurity(cfg.Auth, log)
+	if err != nil {
+		return nil, err
+	}
+	var a broker.Auth
+	if sec != nil {
+		a = sec
+	}
+	srv := broker.New(cfg.BrokerOptions(), log, a)
+	n := &Node{Server: srv, Auth: sec, log: log, done: make(chan struct{})}
+	for _, lc := range cfg.Listeners {
+		l, err := listener.New(lc, log)
+		if err != nil {
+			for _, prev := range n.Listeners {
+				_ = prev.Close()
+			}
+			_ = srv.Shutdown(context.Background())
+			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		n.Listeners = append(n.Listeners, l)
+		log.Info("listening", "listener", lc.Name, "protocol", lc.Protocol, "address", l.Addr().String(), "tls", lc.TLS != nil, "proxy_protocol", lc.ProxyProtocol)
+	}
+	for _, l := range n.Listeners {
+		go func(l listener.Listener) {
+			if err := srv.Serve(netListener{l}, l.Config().Name); err != nil && !errors.Is(err, net.ErrClosed) {
+				log.Debug("listener stopped", "listener", l.Config().Name, "err", err)
+			}
+		}(l)
+	}
+	return n, nil
+}
+
+// Reload re-reads certificates, password and ACL files (SIGHUP).
+func (n *Node) Reload() {
+	for _, l := range n.Listeners {
+		if r, ok := l.(listener.Reloader); ok {
+			if err := r.Reload(); err != nil {
+				n.log.Error("certificate reload failed; keeping the old one", "listener", l.Config().Name, "err", err)
+			}
+		}
+	}
+	if n.Auth != nil {
+		if err := n.Auth.Reload(); err != nil {
+			n.log.Error("auth reload failed; keeping the old rules", "err", err)
+		} else {
+			n.log.Info("password and ACL files reloaded")
+		}
+	}
+}
+
+// Stop shuts the node down gracefully.
+func (n *Node) Stop(ctx context.Context) error {
+	return n.Server.Shutdown(ctx)
+}
+
+// netListener adapts listener.Listener to net.Listener.
+type netListener struct{ listener.Listener }
+
+func (l netListener) Accept() (net.Conn, error) { return l.Listener.Accept() }
+func (l netListener) Close() error              { return l.Listener.Close() }
+func (l netListener) Addr() net.Addr            { return l.Listener.Addr() }
