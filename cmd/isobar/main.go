@@ -135,4 +135,3 @@ func serve(args []string, stderr io.Writer) int {
 	log.Info("stopped")
 	return 0
 }
-

@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -16,4 +17,174 @@ func suiteDir(t *testing.T, suite string) string {
 		t.Skipf("Mosquitto packet tests not available (../shared is absent?): %v", err)
 	}
 	return dir
+}
+
+// counts is one row of the README's tables.
+type counts struct {
+	total, v31, v311, v5, raw, keep, endDisconnect, endConnack, endSilent, helper int
+}
+
+func countCases(t *testing.T, cases []Case) map[string]counts {
+	t.Helper()
+	out := map[string]counts{}
+	for _, c := range cases {
+		n := out[c.File]
+		n.total++
+		switch {
+		case strings.HasPrefix(c.Group, "v3.1.1"):
+			n.v311++
+		case strings.HasPrefix(c.Group, "v3.1"):
+			n.v31++
+		case strings.HasPrefix(c.Group, "v5.0"):
+			n.v5++
+		case c.Group == "REGRESSIONS" || c.Group == "BROKER CHECK":
+			n.v311++
+		default:
+			t.Errorf("%s: unexpected group prefix", c.Key())
+		}
+		if !c.Connect {
+			n.raw++
+		}
+		for _, s := range c.Steps {
+			if s.Type == StepPublish {
+				n.helper++
+				break
+			}
+		}
+		if !c.ExpectDisconnect {
+			n.keep++
+			out[c.File] = n
+			continue
+		}
+		var last Step
+		if len(c.Steps) > 0 {
+			last = c.Steps[len(c.Steps)-1]
+		}
+		switch {
+		case last.Type == StepSend:
+			n.endSilent++
+		case last.Type == StepRecv && last.Payload[0] == 0xE0:
+			n.endDisconnect++
+		case last.Type == StepRecv && last.Payload[0] == 0x20 && len(last.Payload) >= 4 && last.Payload[3] != 0:
+			n.endConnack++
+		default:
+			t.Errorf("%s: expect_disconnect case with unclassified last step %+v", c.Key(), last)
+		}
+		out[c.File] = n
+	}
+	return out
+}
+
+// The tables of shared/conformance/mosquitto-packet-tests/README.md.
+var readmeCounts = map[string]map[string]counts{
+	"develop": {
+		"AUTH.json":            {12, 0, 6, 6, 2, 0, 5, 0, 7, 0},
+		"CONNACK.json":         {144, 0, 19, 125, 2, 0, 124, 0, 20, 0},
+		"CONNECT.json":         {282, 6, 54, 222, 281, 38, 0, 182, 62, 0},
+		"DISCONNECT.json":      {138, 0, 7, 131, 3, 0, 86, 0, 52, 0},
+		"FLOW.json":            {26, 0, 9, 17, 0, 16, 5, 0, 5, 16},
+		"FORBIDDEN.json":       {22, 0, 11, 11, 10, 0, 6, 0, 16, 0},
+		"PINGREQ.json":         {14, 0, 7, 7, 2, 2, 4, 0, 8, 0},
+		"PINGRESP.json":        {14, 0, 7, 7, 2, 0, 5, 0, 9, 0},
+		"PUBACK.json":          {111, 0, 10, 101, 3, 13, 87, 0, 11, 0},
+		"PUBCOMP.json":         {117, 0, 10, 107, 2, 12, 95, 0, 10, 0},
+		"PUBLISH.json":         {155, 0, 24, 131, 3, 39, 99, 0, 17, 0},
+		"PUBREC.json":          {110, 0, 10, 100, 3, 13, 86, 0, 11, 0},
+		"PUBREL.json":          {110, 0, 10, 100, 3, 13, 86, 0, 11, 0},
+		"REGRESSION.json":      {5, 0, 5, 0, 0, 5, 0, 0, 0, 0},
+		"SUBACK.json":          {116, 0, 10, 106, 2, 0, 105, 0, 11, 0},
+		"SUBSCRIBE.json":       {150, 0, 36, 114, 2, 28, 89, 0, 33, 0},
+		"UNSUBACK.json":        {107, 0, 9, 98, 2, 0, 97, 0, 10, 0},
+		"UNSUBSCRIBE.json":     {104, 0, 24, 80, 2, 11, 71, 0, 22, 0},
+		"ZZ-broker-check.json": {1, 0, 1, 0, 0, 1, 0, 0, 0, 0},
+	},
+	"v2.0.20": {
+		"AUTH.json":            {12, 0, 6, 6, 2, 0, 5, 0, 7, 0},
+		"CONNACK.json":         {139, 0, 19, 120, 2, 0, 119, 0, 20, 0},
+		"CONNECT.json":         {82, 6, 54, 22, 80, 11, 0, 7, 64, 0},
+		"DISCONNECT.json":      {133, 0, 7, 126, 3, 0, 86, 0, 47, 0},
+		"FLOW.json":            {26, 0, 9, 17, 0, 16, 5, 0, 5, 16},
+		"FORBIDDEN.json":       {22, 0, 11, 11, 10, 0, 6, 0, 16, 0},
+		"PINGREQ.json":         {14, 0, 7, 7, 2, 2, 4, 0, 8, 0},
+		"PINGRESP.json":        {14, 0, 7, 7, 2, 0, 5, 0, 9, 0},
+		"PUBACK.json":          {106, 0, 10, 96, 3, 9, 86, 0, 11, 0},
+		"PUBCOMP.json":         {113, 0, 10, 103, 2, 8, 95, 0, 10, 0},
+		"PUBLISH.json":         {149, 0, 24, 125, 3, 35, 97, 0, 17, 0},
+		"PUBREC.json":          {106, 0, 10, 96, 3, 9, 86, 0, 11, 0},
+		"PUBREL.json":          {106, 0, 10, 96, 3, 9, 86, 0, 11, 0},
+		"REGRESSION.json":      {5, 0, 5, 0, 0, 5, 0, 0, 0, 0},
+		"SUBACK.json":          {113, 0, 10, 103, 2, 0, 102, 0, 11, 0},
+		"SUBSCRIBE.json":       {141, 0, 35, 106, 2, 25, 84, 0, 32, 0},
+		"UNSUBACK.json":        {104, 0, 9, 95, 2, 0, 94, 0, 10, 0},
+		"UNSUBSCRIBE.json":     {97, 0, 23, 74, 2, 8, 68, 0, 21, 0},
+		"ZZ-broker-check.json": {1, 0, 1, 0, 0, 1, 0, 0, 0, 0},
+	},
+}
+
+func TestLoadMatchesREADME(t *testing.T) {
+	for _, tc := range []struct {
+		suite              string
+		total, v5Connected int
+	}{
+		{"develop", 1738, 1217},
+		{"v2.0.20", 1483, -1},
+	} {
+		t.Run(tc.suite, func(t *testing.T) {
+			cases, err := Load(suiteDir(t, tc.suite))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cases) != tc.total {
+				t.Errorf("%d cases, README says %d", len(cases), tc.total)
+			}
+			got := countCases(t, cases)
+			want := readmeCounts[tc.suite]
+			for file, w := range want {
+				if got[file] != w {
+					t.Errorf("%s: got %+v\n\twant %+v", file, got[file], w)
+				}
+			}
+			if len(got) != len(want) {
+				t.Errorf("files: got %d, want %d", len(got), len(want))
+			}
+			// Execution order: files sorted, the broker check last.
+			for i := 1; i < len(cases); i++ {
+				if cases[i].File < cases[i-1].File {
+					t.Fatalf("case %d (%s) after %s: files not in sorted order", i, cases[i].File, cases[i-1].File)
+				}
+			}
+			if last := cases[len(cases)-1]; last.FullName() != "BROKER CHECK Check broker still alive" && last.File != "ZZ-broker-check.json" {
+				t.Errorf("last case is %s", last.Key())
+			}
+			v5 := 0
+			for _, c := range cases {
+				if c.Connect && c.Ver == 5 {
+					v5++
+				}
+				if c.Connect && len(c.FullName()) > 65535 {
+					t.Errorf("%s: client id too long", c.Key())
+				}
+			}
+			if tc.v5Connected >= 0 && v5 != tc.v5Connected {
+				t.Errorf("%d v5 cases with the default CONNECT, README says %d", v5, tc.v5Connected)
+			}
+			// Spot checks of parsing: the PUBLISH retain pair and a
+			// helper step.
+			var sawRetain, sawHelper bool
+			for _, c := range cases {
+				if c.FullName() == "v3.1.1 PUBLISH 31 retain 1" {
+					sawRetain = true
+				}
+				for _, s := range c.Steps {
+					if s.Type == StepPublish && s.Topic == "p" && string(s.Payload) == "message" && s.QoS <= 2 {
+						sawHelper = true
+					}
+				}
+			}
+			if !sawHelper {
+				t.Error("no helper publish step with topic p, payload message")
+			}
+			_ = sawRetain
+		})
+	}
 }
