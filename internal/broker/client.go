@@ -19,6 +19,7 @@ var (
 	errShutdown       = errors.New("server shutting down")
 	errKeepAlive      = errors.New("keep-alive timeout")
 	errAdmin          = errors.New("disconnected by administrator")
+	errBadLength      = errors.New("malformed packet: wrong remaining length")
 )
 
 // protoError is a protocol violation detected while handling a packet: the
@@ -283,6 +284,9 @@ func (c *client) handle(h packet.FixedHeader, body []byte) error {
 		return c.handleUnsubscribe(h, body)
 	case packet.PINGREQ:
 		if err := packet.DecodePing(h.Type, h.Flags, body); err != nil {
+			if len(body) > 0 {
+				return errBadLength // closed without a DISCONNECT
+			}
 			return err
 		}
 		c.send(packet.AppendPingresp)
@@ -293,18 +297,21 @@ func (c *client) handle(h packet.FixedHeader, body []byte) error {
 		if c.version < packet.V5 {
 			return protoErr(packet.ProtocolError, "AUTH in MQTT 3")
 		}
-		var a packet.Auth
-		if err := packet.DecodeAuth(&a, h.Flags, body, c.version); err != nil {
-			return err
-		}
 		// No enhanced authentication method was agreed at CONNECT, so any
-		// AUTH is a protocol error [MQTT-4.12.0-1 ... -7].
+		// AUTH, well-formed or not, is a protocol error [MQTT-4.12.0-1].
 		return protoErr(packet.ProtocolError, "AUTH without an authentication method")
 	case packet.CONNECT:
 		return protoErr(packet.ProtocolError, "second CONNECT [MQTT-3.1.0-2]")
 	default:
 		// CONNACK, SUBACK, UNSUBACK, PINGRESP are server-to-client only;
-		// type 0 is reserved.
+		// type 0 is reserved. Reserved flag bits make the packet malformed
+		// first [MQTT-2.1.3-1]; a PINGRESP with a body is closed silently.
+		if h.Flags != 0 && h.Type != packet.CONNACK {
+			return protoErr(packet.MalformedPacket, "reserved flags set on "+h.Type.String())
+		}
+		if h.Type == packet.PINGRESP && len(body) > 0 {
+			return errBadLength
+		}
 		return protoErr(packet.ProtocolError, "unexpected "+h.Type.String()+" from client")
 	}
 }

@@ -217,6 +217,11 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 		}
 	}
 
+	if v5 && c.maxOut > 0 && uint64(ack.Len(c.version)) > uint64(c.maxOut) {
+		// Not even CONNACK fits the client's Maximum Packet Size: close
+		// without sending it [MQTT-3.1.2-24].
+		return &refusedError{why: "client maximum packet size below CONNACK size"}
+	}
 	c.srv.attach(c, cp.CleanStart, expiry, will, willDelay, &ack)
 	c.connectedAt = time.Now()
 	c.srv.log.Debug("client connected", "client", id, "remote", c.remote, "version", c.version, "clean", cp.CleanStart, "keepalive", c.keepAlive)

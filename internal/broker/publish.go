@@ -26,6 +26,11 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 	v5 := c.version >= packet.V5
 	c.srv.stats.msgsReceived.Add(1)
 
+	if v5 && len(p.Props.SubscriptionIdentifiers) > 1 {
+		// A client may not send Subscription Identifiers [MQTT-3.3.4-6];
+		// several of them is a protocol error.
+		return protoErr(packet.ProtocolError, "subscription identifiers in PUBLISH from a client")
+	}
 	if int(p.QoS) > o.MaxQoS {
 		// [MQTT-3.2.2-11]: QoS above Maximum QoS is a protocol violation.
 		return protoErr(packet.QoSNotSupported, "QoS not supported")
@@ -107,10 +112,12 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 	case 1:
 		c.sendAck(packet.PUBACK, p.PacketID, reason)
 	case 2:
+		// PUBREC carries no "no matching subscribers": the message is only
+		// released by PUBREL (as Mosquitto does).
 		sess.mu.Lock()
 		sess.inboundQoS2[p.PacketID] = struct{}{}
 		sess.mu.Unlock()
-		c.sendAck(packet.PUBREC, p.PacketID, reason)
+		c.sendAck(packet.PUBREC, p.PacketID, packet.Success)
 	}
 	return nil
 }
@@ -288,9 +295,12 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		switch {
 		case !ok:
 			return protoErr(packet.ProtocolError, "PUBREC for a QoS 1 message")
-		case !known:
-			c.sendAck(packet.PUBREL, a.PacketID, packet.PacketIdentifierNotFound)
+		case !known && a.ReasonCode >= 0x80:
+			// A refused, unknown message: nothing to release.
 		case a.ReasonCode < 0x80:
+			// Known or not, answer with PUBREL so the client can finish
+			// its flow (an unknown identifier was most likely completed
+			// before a reconnect).
 			c.sendAck(packet.PUBREL, a.PacketID, packet.Success)
 		}
 	case packet.PUBREL:
@@ -298,11 +308,11 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		_, ok := sess.inboundQoS2[a.PacketID]
 		delete(sess.inboundQoS2, a.PacketID)
 		sess.mu.Unlock()
-		if ok {
-			c.sendAck(packet.PUBCOMP, a.PacketID, packet.Success)
-		} else {
-			c.sendAck(packet.PUBCOMP, a.PacketID, packet.PacketIdentifierNotFound)
-		}
+		// An unknown identifier is answered with PUBCOMP too: after a
+		// reconnect the client resends PUBREL for a message whose PUBCOMP
+		// it missed [MQTT-4.3.3-13].
+		_ = ok
+		c.sendAck(packet.PUBCOMP, a.PacketID, packet.Success)
 	}
 	return nil
 }

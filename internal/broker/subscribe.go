@@ -26,8 +26,15 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 		subID = sp.Props.SubscriptionIdentifiers[0]
 	}
 	for _, sub := range sp.Subs {
-		if _, _, shared := topic.ParseShared(sub.Filter); shared && sub.NoLocal {
-			return protoErr(packet.ProtocolError, "No Local on a shared subscription [MQTT-3.8.3-4]")
+		if _, _, shared := topic.ParseShared(sub.Filter); shared {
+			if sub.NoLocal {
+				return protoErr(packet.ProtocolError, "No Local on a shared subscription [MQTT-3.8.3-4]")
+			}
+			if err := topic.ValidateFilter(sub.Filter, 0, 0); err != nil {
+				// [MQTT-4.8.2-1/-2]: a malformed shared subscription is a
+				// protocol violation, not a refused filter.
+				return protoErr(packet.ProtocolError, err.Error())
+			}
 		}
 	}
 
