@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -153,8 +154,9 @@ func TestLoadMatchesREADME(t *testing.T) {
 					t.Fatalf("case %d (%s) after %s: files not in sorted order", i, cases[i].File, cases[i-1].File)
 				}
 			}
-			if last := cases[len(cases)-1]; last.FullName() != "BROKER CHECK Check broker still alive" && last.File != "ZZ-broker-check.json" {
-				t.Errorf("last case is %s", last.Key())
+			if last := cases[len(cases)-1]; last.Key() != "ZZ-broker-check.json:BROKER CHECK END OF TEST" ||
+				last.Connect != true || last.ExpectDisconnect || len(last.Steps) != 0 {
+				t.Errorf("last case is %+v, want the broker check", last)
 			}
 			v5 := 0
 			for _, c := range cases {
@@ -168,23 +170,31 @@ func TestLoadMatchesREADME(t *testing.T) {
 			if tc.v5Connected >= 0 && v5 != tc.v5Connected {
 				t.Errorf("%d v5 cases with the default CONNECT, README says %d", v5, tc.v5Connected)
 			}
-			// Spot checks of parsing: the PUBLISH retain pair and a
-			// helper step.
-			var sawRetain, sawHelper bool
-			for _, c := range cases {
-				if c.FullName() == "v3.1.1 PUBLISH 31 retain 1" {
-					sawRetain = true
-				}
-				for _, s := range c.Steps {
-					if s.Type == StepPublish && s.Topic == "p" && string(s.Payload) == "message" && s.QoS <= 2 {
-						sawHelper = true
+			// Spot checks of parsing: order within a file, hex with
+			// spaces, a helper step.
+			retainSet, retainCleared := -1, -1
+			for i, c := range cases {
+				switch c.Key() {
+				case "PUBLISH.json:v3.1.1 PUBLISH 31 retain 1":
+					retainSet = i
+				case "PUBLISH.json:v3.1.1 PUBLISH 31 retain 1 zero length":
+					retainCleared = i
+				case "FLOW.json:v3.1.1 FLOW QoS 1 receive ok":
+					want := []Step{
+						{Type: StepSend, Payload: []byte{0x82, 0x06, 0x12, 0x34, 0x00, 0x01, 0x70, 0x01}, Comment: "SUBSCRIBE, 'p' qos1"},
+						{Type: StepRecv, Payload: []byte{0x90, 0x03, 0x12, 0x34, 0x01}, Comment: "SUBACK"},
+						{Type: StepPublish, Topic: "p", QoS: 1, Payload: []byte("message"), Comment: "helper"},
+						{Type: StepRecv, Payload: []byte{0x32, 0x0C, 0x00, 0x01, 0x70, 0x00, 0x01, 'm', 'e', 's', 's', 'a', 'g', 'e'}, Comment: "PUBLISH receive"},
+						{Type: StepSend, Payload: []byte{0x40, 0x02, 0x00, 0x01}, Comment: "PUBACK"},
+					}
+					if !reflect.DeepEqual(c.Steps, want) || c.Ver != 4 || !c.Connect || c.ExpectDisconnect {
+						t.Errorf("%s parsed as %+v", c.Key(), c)
 					}
 				}
 			}
-			if !sawHelper {
-				t.Error("no helper publish step with topic p, payload message")
+			if retainSet < 0 || retainCleared <= retainSet {
+				t.Errorf("retain cases at %d and %d, want set before clear", retainSet, retainCleared)
 			}
-			_ = sawRetain
 		})
 	}
 }

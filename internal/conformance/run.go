@@ -272,6 +272,7 @@ func (r *runner) expect(conn net.Conn, prefix string, want []byte) error {
 		if len(got) > 0 {
 			r.note(prefix, got)
 		}
+		r.transcript = append(r.transcript, prefix+" "+r.errText(err))
 		return r.shortRead(want, got, err)
 	}
 	if !bytes.Equal(got, want) {
@@ -283,11 +284,16 @@ func (r *runner) expect(conn net.Conn, prefix string, want []byte) error {
 	return nil
 }
 
-func (r *runner) shortRead(want, got []byte, err error) error {
-	what := wire.DescribeErr(err)
+// errText describes a read error, with the timeout for a deadline expiry.
+func (r *runner) errText(err error) string {
 	if wire.IsTimeout(err) {
-		what = fmt.Sprintf("timed out after %v", r.timeout)
+		return fmt.Sprintf("timed out after %v", r.timeout)
 	}
+	return wire.DescribeErr(err)
+}
+
+func (r *runner) shortRead(want, got []byte, err error) error {
+	what := r.errText(err)
 	if len(got) == 0 {
 		return fmt.Errorf("expected %s [%s], received nothing: %s", wire.Hex(want), wire.Describe(want), what)
 	}
@@ -364,10 +370,7 @@ func (r *runner) expectConnack(conn net.Conn, prefix string, ver int) error {
 }
 
 func (r *runner) readFailure(got []byte, err error) string {
-	what := wire.DescribeErr(err)
-	if wire.IsTimeout(err) {
-		what = fmt.Sprintf("timed out after %v", r.timeout)
-	}
+	what := r.errText(err)
 	if len(got) == 0 {
 		return "received nothing: " + what
 	}
