@@ -1,7 +1,9 @@
 package testutil
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 	"go.uber.org/goleak"
 )
 
@@ -306,5 +309,29 @@ func TestDialRawFails(t *testing.T) {
 	msg := runFake(t, func(tb testing.TB) { DialRaw(tb, addr) })
 	if !strings.Contains(msg, "DialRaw "+addr) {
 		t.Errorf("message %q", msg)
+	}
+}
+
+func TestRawConnReadPacket(t *testing.T) {
+	addr := serveOnce(t, func(c net.Conn) {
+		_, _ = c.Write([]byte{0x20, 0x03, 0x01, 0x00, 0x00, 0xD0, 0x00, 0x90, 0x03, 0x12, 0x34, 0x01})
+	})
+	c := DialRaw(t, addr)
+	p, err := c.ReadPacket(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, ok := p.(*packet.Connack)
+	if !ok || !ack.SessionPresent || ack.ReasonCode != 0 {
+		t.Fatalf("got %#v", p)
+	}
+	p, err = c.ReadPacket(5)
+	if err != nil || p != packet.PINGRESP {
+		t.Fatalf("got %#v, %v", p, err)
+	}
+	// Mixing with Expect: ReadPacket must not have read ahead.
+	c.ExpectHex("90 03 1234 01")
+	if _, err := c.ReadPacket(5); !errors.Is(err, io.EOF) {
+		t.Fatalf("after close: %v, want io.EOF", err)
 	}
 }
