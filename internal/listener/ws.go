@@ -67,7 +67,10 @@ func (e *WSCloseError) Error() string {
 	return fmt.Sprintf("websocket: %s (closed with status %d)", e.Reason, e.Code)
 }
 
-var errWSClosing = errors.New("websocket: close frame already sent")
+var (
+	errWSClosing = errors.New("websocket: close frame already sent")
+	errNotHTTP   = errors.New("websocket: request is not HTTP (control bytes in the request head)")
+)
 
 // handshakeReader feeds the upgrader at most one line per Read and at most
 // wsMaxHandshakeBytes in total, so the upgrader's internal buffer never
@@ -94,6 +97,13 @@ func (h *handshakeReader) Read(p []byte) (int, error) {
 	}
 	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
 		buf = buf[:i+1]
+	}
+	for _, b := range buf {
+		if (b < 0x20 && b != '\r' && b != '\n' && b != '\t') || b == 0x7f {
+			// Binary data (e.g. MQTT sent to a WebSocket port): fail now
+			// instead of waiting for a line end until the timeout.
+			return 0, errNotHTTP
+		}
 	}
 	n := copy(p, buf)
 	_, _ = h.br.Discard(n)
