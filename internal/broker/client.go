@@ -62,6 +62,7 @@ type client struct {
 	scratch     routeScratch
 	disconnect  bool // DISCONNECT received
 	willOnClose bool // DISCONNECT 0x04: publish the will anyway
+	lastType    packet.Type
 	pub         packet.Publish
 	ack         packet.Ack
 
@@ -225,6 +226,10 @@ func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) bool {
 		n += len(m.Payload)
 	}
 	c.srv.stats.msgsSent.Add(1)
+	c.srv.stats.sentByQoS[d.qos].Add(1)
+	if !dup {
+		c.srv.stats.latency.observe(now - m.Received)
+	}
 	c.addedLocked(n)
 	return true
 }
@@ -242,6 +247,7 @@ func (c *client) readLoop() error {
 	if err != nil {
 		return err
 	}
+	c.lastType = h.Type
 	if h.Type != packet.CONNECT {
 		return protoErr(packet.ProtocolError, "first packet is not CONNECT")
 	}
@@ -261,6 +267,7 @@ func (c *client) readLoop() error {
 		if err != nil {
 			return err
 		}
+		c.lastType = h.Type
 		if err := c.handle(h, body); err != nil {
 			return err
 		}
@@ -367,6 +374,13 @@ func (c *client) teardown(err error) {
 		}
 	}
 	connected := c.connected.Load()
+	var de2 *packet.Error
+	if errors.As(err, &de2) || errors.Is(err, errBadLength) {
+		c.srv.stats.malformed[c.lastType&15].Add(1)
+	}
+	if connected {
+		c.srv.stats.disconnects[code].Add(1)
+	}
 	if connected {
 		c.srv.log.Debug("client disconnected", "client", c.id, "remote", c.remote, "reason", errString(reason))
 	} else if err != nil && !errors.Is(err, io.EOF) {

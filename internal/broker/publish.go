@@ -25,6 +25,7 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 	o := &c.srv.opts
 	v5 := c.version >= packet.V5
 	c.srv.stats.msgsReceived.Add(1)
+	c.srv.stats.receivedByQoS[p.QoS].Add(1)
 
 	if v5 && len(p.Props.SubscriptionIdentifiers) > 1 {
 		// A client may not send Subscription Identifiers [MQTT-3.3.4-6];
