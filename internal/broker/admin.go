@@ -1,8 +1,9 @@
 package broker
 
 import (
+	"errors"
 	"sort"
-	"strings"
+	"unicode/utf8"
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
@@ -278,8 +279,8 @@ func (s *Server) Totals() Totals {
 
 // ValidTopicName reports whether t may be published to (for the API).
 func (s *Server) ValidTopicName(t string) error {
-	if strings.ContainsRune(t, 0) {
-		return topic.ValidateName("\x00", 0, 0)
+	if !utf8.ValidString(t) {
+		return errors.New("topic is not valid UTF-8")
 	}
 	return topic.ValidateName(t, s.opts.MaxTopicLen, s.opts.MaxTopicLevels)
 }
