@@ -29,6 +29,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -133,7 +134,15 @@ func New(cfg Config, log *slog.Logger) (Listener, error) {
 }
 
 func (l *listener) Addr() net.Addr { return l.ln.Addr() }
-func (l *listener) Config() Config { return l.cfg }
+func (l *listener) Config() Config {
+	c := l.cfg
+	c.TrustedProxies = append([]netip.Prefix(nil), c.TrustedProxies...)
+	if c.TLS != nil {
+		t := *c.TLS
+		c.TLS = &t
+	}
+	return c
+}
 
 func (l *listener) Accept() (net.Conn, error) {
 	if l.direct {

@@ -22,13 +22,14 @@ import (
 // WebSocket transport for MQTT (MQTT 5.0 section 6 / MQTT 3.1.1 section 6).
 //
 // Subprotocol policy: the MQTT specification says the Client MUST offer
-// "mqtt" [MQTT-6.0.0-3] and the server MUST select "mqtt" [MQTT-6.0.0-4];
-// MQTT 3.1 clients offer "mqttv3.1". We select the first of these two the
-// client offers (in the client's order) and refuse the upgrade with
-// 400 Bad Request when it offers neither (or no Sec-WebSocket-Protocol
-// header at all): such a client violates the specification, and accepting
-// it would mean answering with no subprotocol, which spec-compliant clients
-// reject anyway. This matches EMQX's default (fail_if_no_subprotocol).
+// "mqtt" [MQTT-6.0.0-3] and the subprotocol selected by the Server MUST be
+// "mqtt" [MQTT-6.0.0-4]; legacy MQTT 3.1 clients offer "mqttv3.1" only.
+// We select "mqtt" whenever it is offered (whatever its position), else
+// "mqttv3.1", and refuse the upgrade with 400 Bad Request when the client
+// offers neither (or sends no Sec-WebSocket-Protocol header at all): such a
+// client violates [MQTT-6.0.0-3], and accepting it would mean answering
+// without a subprotocol. RabbitMQ and EMQX (fail_if_no_subprotocol, the
+// default) refuse such clients too.
 
 const (
 	wsReadBufSize       = 4096
@@ -70,6 +71,8 @@ func (e *WSCloseError) Error() string {
 var (
 	errWSClosing = errors.New("websocket: close frame already sent")
 	errNotHTTP   = errors.New("websocket: request is not HTTP (control bytes in the request head)")
+
+	errHandshakeTooLarge = fmt.Errorf("websocket: upgrade request head larger than %d bytes", wsMaxHandshakeBytes)
 )
 
 // handshakeReader feeds the upgrader at most one line per Read and at most
@@ -83,7 +86,7 @@ type handshakeReader struct {
 
 func (h *handshakeReader) Read(p []byte) (int, error) {
 	if h.n >= wsMaxHandshakeBytes {
-		return 0, ws.RejectConnectionError(ws.RejectionStatus(431), ws.RejectionReason("request header too large"))
+		return 0, errHandshakeTooLarge
 	}
 	if len(p) > wsMaxHandshakeBytes-h.n {
 		p = p[:wsMaxHandshakeBytes-h.n]
@@ -128,18 +131,14 @@ func wsPathMatches(uri []byte, path string) bool {
 	return u.Path == path || (u.Path == "" && path == "/")
 }
 
-func isMQTTSubprotocol(p []byte) bool {
-	return string(p) == "mqtt" || string(p) == "mqttv3.1"
-}
-
 // upgradeWS performs the HTTP upgrade on c (deadline already set by the
 // caller) and returns the WebSocket stream connection.
 func (l *listener) upgradeWS(c net.Conn) (net.Conn, error) {
 	br := bufio.NewReaderSize(c, wsReadBufSize)
 	var (
-		selected bool
-		xff      []byte
-		xffSeen  bool
+		offeredMQTT, offeredV31 bool
+		xff                     []byte
+		xffSeen                 bool
 	)
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
@@ -148,12 +147,18 @@ func (l *listener) upgradeWS(c net.Conn) (net.Conn, error) {
 			}
 			return nil
 		},
-		Protocol: func(p []byte) bool {
-			if isMQTTSubprotocol(p) {
-				selected = true
-				return true
+		// Record the offers from every Sec-WebSocket-Protocol header;
+		// the selection is made (and written) in OnBeforeUpgrade.
+		ProtocolCustom: func(v []byte) (string, bool) {
+			for tok := range bytes.SplitSeq(v, []byte{','}) {
+				switch string(bytes.TrimSpace(tok)) {
+				case "mqtt":
+					offeredMQTT = true
+				case "mqttv3.1":
+					offeredV31 = true
+				}
 			}
-			return false
+			return "", true
 		},
 		OnHeader: func(k, v []byte) error {
 			if string(k) == "X-Forwarded-For" && len(l.cfg.TrustedProxies) > 0 {
@@ -166,19 +171,21 @@ func (l *listener) upgradeWS(c net.Conn) (net.Conn, error) {
 			return nil
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			if !selected {
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(400),
-					ws.RejectionReason("MQTT over WebSocket requires the Sec-WebSocket-Protocol mqtt"))
+			switch {
+			case offeredMQTT:
+				return ws.HandshakeHeaderString("Sec-WebSocket-Protocol: mqtt\r\n"), nil
+			case offeredV31:
+				return ws.HandshakeHeaderString("Sec-WebSocket-Protocol: mqttv3.1\r\n"), nil
 			}
-			return nil, nil
+			return nil, ws.RejectConnectionError(ws.RejectionStatus(400),
+				ws.RejectionReason("MQTT over WebSocket requires the Sec-WebSocket-Protocol mqtt"))
 		},
 	}
 	rw := struct {
 		io.Reader
 		io.Writer
 	}{&handshakeReader{br: br}, c}
-	hs, err := u.Upgrade(rw)
-	if err != nil {
+	if _, err := u.Upgrade(rw); err != nil {
 		return nil, fmt.Errorf("websocket upgrade: %w", err)
 	}
 	wc := &wsConn{
@@ -186,7 +193,10 @@ func (l *listener) upgradeWS(c net.Conn) (net.Conn, error) {
 		br:       br,
 		remote:   c.RemoteAddr(),
 		maxFrame: int64(l.cfg.WSMaxFrame),
-		protocol: hs.Protocol,
+		protocol: "mqtt",
+	}
+	if !offeredMQTT {
+		wc.protocol = "mqttv3.1"
 	}
 	_, wc.vectored = c.(*net.TCPConn)
 	if xffSeen {
@@ -302,6 +312,9 @@ type wsConn struct {
 func (c *wsConn) Subprotocol() string { return c.protocol }
 
 func (c *wsConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
@@ -309,9 +322,6 @@ func (c *wsConn) Read(p []byte) (int, error) {
 			return 0, c.readErr
 		}
 		if c.remaining > 0 {
-			if len(p) == 0 {
-				return 0, nil
-			}
 			q := p
 			if int64(len(q)) > c.remaining {
 				q = q[:c.remaining]

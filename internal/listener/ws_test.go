@@ -139,7 +139,8 @@ func TestWSSubprotocolNegotiation(t *testing.T) {
 		{[]string{"mqtt"}, "mqtt"},
 		{[]string{"mqttv3.1"}, "mqttv3.1"},
 		{[]string{"chat", "mqtt"}, "mqtt"},
-		{[]string{"mqttv3.1", "mqtt"}, "mqttv3.1"},
+		{[]string{"mqttv3.1", "mqtt"}, "mqtt"}, // [MQTT-6.0.0-4]
+		{[]string{"chat", "mqttv3.1"}, "mqttv3.1"},
 		{[]string{"MQTT"}, ""},
 		{[]string{"chat"}, ""},
 		{nil, ""},
@@ -680,4 +681,56 @@ func TestWSS(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAccept(t, ch2)
+}
+
+func TestWSSubprotocolAcrossHeaders(t *testing.T) {
+	l, _ := wsListener(t, nil)
+	ch := acceptAsync(l)
+	raw := dialTCP(t, l.Addr())
+	req := "GET /mqtt HTTP/1.1\r\nHost: broker\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+		"Sec-WebSocket-Protocol: mqttv3.1\r\nSec-WebSocket-Protocol: chat, mqtt\r\n\r\n"
+	if _, err := raw.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(raw)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade response %v %v", resp, err)
+	}
+	if got := resp.Header.Values("Sec-WebSocket-Protocol"); len(got) != 1 || got[0] != "mqtt" {
+		t.Fatalf("selected %q", got)
+	}
+	if got := resp.Header.Get("Sec-WebSocket-Accept"); got != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("accept key %q", got)
+	}
+	sc := waitAccept(t, ch)
+	if p := sc.(interface{ Subprotocol() string }).Subprotocol(); p != "mqtt" {
+		t.Fatalf("subprotocol %q", p)
+	}
+	// A frame written by the client right after the handshake is read.
+	if _, err := raw.Write(frame(ws.OpBinary, true, []byte("\xc0\x00"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := readStream(t, sc, 2); string(got) != "\xc0\x00" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// TestWSPipelinedFrames: bytes that arrive in the same segment as the end
+// of the upgrade request are not lost.
+func TestWSPipelinedFrames(t *testing.T) {
+	l, _ := wsListener(t, nil)
+	ch := acceptAsync(l)
+	raw := dialTCP(t, l.Addr())
+	req := "GET /mqtt HTTP/1.1\r\nHost: broker\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+	payload := []byte("\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x03abc")
+	if _, err := raw.Write(append([]byte(req), frame(ws.OpBinary, true, payload)...)); err != nil {
+		t.Fatal(err)
+	}
+	sc := waitAccept(t, ch)
+	if got := readStream(t, sc, len(payload)); !bytes.Equal(got, payload) {
+		t.Fatalf("got %q", got)
+	}
 }
