@@ -326,6 +326,12 @@ func (c *client) handle(h packet.FixedHeader, body []byte) error {
 func (c *client) handleDisconnect(h packet.FixedHeader, body []byte) error {
 	var d packet.Disconnect
 	if err := packet.DecodeDisconnect(&d, h.Flags, body, c.version); err != nil {
+		if c.version >= packet.V5 && len(body) > 0 && !packet.ValidDisconnectCode(body[0], false) {
+			// A reason code a client may not send: the connection is
+			// closed without a DISCONNECT of ours (as Mosquitto does;
+			// [MQTT-4.13.1-1] allows either).
+			return &refusedError{why: err.Error()}
+		}
 		return err
 	}
 	if c.version >= packet.V5 && d.Props.Has(packet.PropSessionExpiryInterval) {
