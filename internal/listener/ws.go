@@ -301,6 +301,7 @@ type wsConn struct {
 	writeErr  error
 	hdr       [10]byte
 	bufs      [][]byte
+	nb        net.Buffers
 	scratch   []byte
 
 	closeOnce sync.Once
@@ -607,8 +608,9 @@ func (c *wsConn) writeFrameLocked(op byte, p []byte, more [][]byte) (int64, erro
 			c.bufs = append(c.bufs, p)
 		}
 		c.bufs = append(c.bufs, more...)
-		nb := net.Buffers(c.bufs)
-		written, err = nb.WriteTo(c.c)
+		c.nb = c.bufs // WriteTo consumes c.nb, c.bufs keeps the backing array
+		written, err = c.nb.WriteTo(c.c)
+		c.nb = nil
 		clear(c.bufs)
 		c.bufs = c.bufs[:0]
 	}
