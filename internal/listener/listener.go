@@ -8,16 +8,32 @@
 //	TCP accept -> [PROXY header] -> [TLS handshake] -> [WebSocket upgrade]
 //
 // Plain TCP listeners (no TLS, no PROXY protocol) return the *net.TCPConn
-// itself, accepted in the caller's goroutine. Every other listener runs an
-// accept loop that hands each new socket to its own goroutine, which
-// performs all the steps above under deadlines (ProxyHeaderTimeout for the
-// PROXY header, HandshakeTimeout for the TLS handshake and for the
-// WebSocket upgrade request) and delivers the ready connection to Accept
-// through a channel. A client that never completes its PROXY header, TLS
-// handshake or upgrade therefore never delays other clients, and
-// connections returned by Accept have completed their TLS handshake (so
-// TLSState and PeerIdentity are available immediately) and carry no
-// deadline.
+// itself (TCP_NODELAY set), accepted in the caller's goroutine. Every other
+// listener runs an accept loop that hands each new socket to its own
+// goroutine, which performs the steps above under deadlines
+// (ProxyHeaderTimeout for the PROXY header, HandshakeTimeout for the TLS
+// handshake and again for the WebSocket upgrade request) and delivers the
+// ready connection to Accept through a channel. A client that never
+// completes its PROXY header, TLS handshake or upgrade therefore never
+// delays other clients; connections returned by Accept have completed their
+// TLS handshake (TLSState and PeerIdentity work at once) and carry no
+// deadline. Connections that fail a step are closed and logged at debug
+// level. Close aborts the steps in progress.
+//
+// What Accept returns:
+//
+//   - mqtt: *net.TCPConn; with PROXY protocol a wrapper whose RemoteAddr is
+//     the address from the header (the socket peer for LOCAL/UNKNOWN).
+//   - mqtt + TLS: *tls.Conn (over the PROXY wrapper if enabled).
+//   - ws / ws + TLS: a WebSocket stream connection: Read returns the
+//     payloads of the client's binary frames as one byte stream (packets
+//     may span frames, frames may hold several packets), Write sends one
+//     binary frame per call. Control frames are handled inside Read, so the
+//     broker must keep a reader running (it always does).
+//
+// Use TLSState and PeerIdentity to reach the TLS state through any wrapper,
+// and WriteBuffers to send a net.Buffers batch efficiently on any of them
+// (writev on TCP, one frame per batch on WebSocket, few TLS records on TLS).
 package listener
 
 import (
@@ -283,7 +299,7 @@ func (l *listener) prepare(raw *net.TCPConn) {
 	l.untrack(raw)
 	if err != nil {
 		_ = raw.Close()
-		l.log.Debug("connection refused during setup", "remote", raw.RemoteAddr().String(), "err", err)
+		l.log.Debug("connection setup failed", "remote", raw.RemoteAddr().String(), "err", err)
 		return
 	}
 	select {
