@@ -293,7 +293,7 @@ func TestProxyRejectsBadHeaders(t *testing.T) {
 // TestProxySlowloris: a client that never finishes its header is dropped
 // after ProxyHeaderTimeout and does not delay other clients.
 func TestProxySlowloris(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second
 	l, _ := startListener(t, Config{ProxyProtocol: true, ProxyHeaderTimeout: timeout})
 	dialed := time.Now()
 	var slow []*net.TCPConn

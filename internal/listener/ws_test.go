@@ -239,7 +239,7 @@ func TestWSRejectsNonUpgradeRequests(t *testing.T) {
 }
 
 func TestWSHandshakeTimeout(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second
 	l, _ := wsListener(t, func(c *Config) { c.HandshakeTimeout = timeout })
 	dialed := time.Now()
 	slow := dialTCP(t, l.Addr())
