@@ -240,7 +240,6 @@ func readProxyV2(br *bufio.Reader) (proxyHeader, error) {
 type proxyConn struct {
 	net.Conn
 	remote net.Addr
-	header proxyHeader
 
 	drained atomic.Bool
 	mu      sync.Mutex
@@ -248,7 +247,7 @@ type proxyConn struct {
 }
 
 func newProxyConn(c net.Conn, br *bufio.Reader, h proxyHeader) *proxyConn {
-	pc := &proxyConn{Conn: c, header: h, remote: c.RemoteAddr()}
+	pc := &proxyConn{Conn: c, remote: c.RemoteAddr()}
 	if h.hasAddr {
 		pc.remote = net.TCPAddrFromAddrPort(h.src)
 	}
