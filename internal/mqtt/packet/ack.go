@@ -9,7 +9,7 @@ package packet
 //
 // Errors: wrong flags, truncation, trailing bytes: MalformedPacket; packet
 // identifier 0, or a reason code not valid for t: ProtocolError; property
-// faults as described for properties.
+// faults as in the package documentation.
 func DecodeAck(p *Ack, t Type, flags byte, body []byte, version byte) error {
 	props := p.Props
 	*p = Ack{Type: t, Props: props}

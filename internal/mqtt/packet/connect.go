@@ -31,9 +31,10 @@ func (p *Connect) reset() {
 //     strings, trailing bytes: MalformedPacket;
 //   - password without user name in 3.x: ProtocolError;
 //   - empty will topic or wildcards in it: ProtocolError;
-//   - property faults as described for properties; will payload that is not
-//     UTF-8 although the will Payload Format Indicator is 1:
-//     PayloadFormatInvalid.
+//   - property faults as in the package documentation;
+//   - a will payload that is not UTF-8 although the will Payload Format
+//     Indicator is 1: PayloadFormatInvalid, reported only once the whole
+//     packet is known to be well formed, so p is then complete.
 func DecodeConnect(p *Connect, flags byte, body []byte) error {
 	p.reset()
 	return asError(p.decode(flags, body))
@@ -100,6 +101,7 @@ func (p *Connect) decode(flags byte, body []byte) *Error {
 	if p.ClientID, err = r.string("CONNECT client identifier"); err != nil {
 		return err
 	}
+	badWillPayload := false
 	if p.WillFlag {
 		if level == V5 {
 			if err := decodeProps(&r, &p.WillProps, ctxWill); err != nil {
@@ -115,10 +117,8 @@ func (p *Connect) decode(flags byte, body []byte) *Error {
 		if p.WillPayload, err = r.binary("CONNECT will payload"); err != nil {
 			return err
 		}
-		if p.WillProps.Has(PropPayloadFormatIndicator) && p.WillProps.PayloadFormatIndicator == 1 &&
-			!utf8.Valid(p.WillPayload) {
-			return Errorf(PayloadFormatInvalid, "CONNECT: will payload is not UTF-8 but its format indicator says so")
-		}
+		badWillPayload = p.WillProps.Has(PropPayloadFormatIndicator) && p.WillProps.PayloadFormatIndicator == 1 &&
+			!utf8.Valid(p.WillPayload)
 	}
 	if p.UsernameFlag {
 		if p.Username, err = r.string("CONNECT user name"); err != nil {
@@ -130,7 +130,13 @@ func (p *Connect) decode(flags byte, body []byte) *Error {
 			return err
 		}
 	}
-	return r.end("CONNECT")
+	if err := r.end("CONNECT"); err != nil {
+		return err
+	}
+	if badWillPayload {
+		return Errorf(PayloadFormatInvalid, "CONNECT: will payload is not UTF-8 but its format indicator says so")
+	}
+	return nil
 }
 
 func (p *Connect) protocolName() string {

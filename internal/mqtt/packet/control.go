@@ -28,8 +28,8 @@ func AppendPingresp(dst []byte) []byte { return append(dst, byte(PINGRESP)<<4, 0
 //
 // Errors: wrong flags, a 3.x body, truncation, trailing bytes:
 // MalformedPacket; a reason code a client may not send (see
-// ValidDisconnectCode): ProtocolError; property faults as described for
-// properties. Whether a Session Expiry Interval is acceptable depends on the
+// ValidDisconnectCode): ProtocolError; property faults as in the package
+// documentation. Whether a Session Expiry Interval is acceptable depends on the
 // CONNECT and is left to the server.
 func DecodeDisconnect(p *Disconnect, flags byte, body []byte, version byte) error {
 	return asError(p.decode(flags, body, version, false))
@@ -107,8 +107,8 @@ func (p *Disconnect) Append(dst []byte, version byte) []byte {
 //
 // Errors: wrong flags, truncation, trailing bytes: MalformedPacket; a reason
 // code a client may not send (see ValidAuthCode), or no Authentication Method
-// [MQTT-3.15.2.2.2]: ProtocolError; property faults as described for
-// properties.
+// [MQTT-3.15.2.2.2]: ProtocolError; property faults as in the package
+// documentation.
 func DecodeAuth(p *Auth, flags byte, body []byte, version byte) error {
 	return asError(p.decode(flags, body, version, false))
 }

@@ -10,9 +10,12 @@ import "unicode/utf8"
 // (empty is allowed only in V5 with a Topic Alias property), wildcards in the
 // topic: MalformedPacket (Mosquitto's answer); packet identifier 0 on QoS > 0:
 // ProtocolError; Payload Format Indicator 1 with a payload that is not UTF-8:
-// PayloadFormatInvalid; property faults as described for properties.
+// PayloadFormatInvalid; property faults as in the package
+// documentation.
 // Several Subscription Identifiers are accepted, as a server may send them;
-// a server must reject Subscription Identifiers from clients itself.
+// a server must reject Subscription Identifiers from clients itself. On
+// PayloadFormatInvalid p is complete, so a server may answer with a PUBACK
+// or PUBREC carrying that reason code instead of disconnecting.
 func DecodePublish(p *Publish, flags byte, body []byte, version byte) error {
 	p.Dup = flags&0x08 != 0
 	p.QoS = flags >> 1 & 3

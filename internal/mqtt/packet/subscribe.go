@@ -36,7 +36,7 @@ func (s *Subscription) Options(version byte) byte {
 // Errors (MalformedPacket unless noted, matching Mosquitto): flags other than
 // 0010, packet identifier 0, no topic filter, an empty or invalid filter,
 // reserved option bits, QoS 3, Retain Handling 3, truncation; property
-// faults as described for properties (duplicates: ProtocolError).
+// faults as in the package documentation.
 func DecodeSubscribe(p *Subscribe, flags byte, body []byte, version byte) error {
 	subs, props := p.Subs[:0], p.Props
 	*p = Subscribe{Subs: subs, Props: props}
@@ -197,7 +197,7 @@ func (p *Suback) Append(dst []byte, version byte) []byte {
 // of p.Filters is reused). Filters alias body. Errors (MalformedPacket,
 // matching Mosquitto): flags other than 0010, packet identifier 0, no
 // filter, an empty or invalid filter, truncation; property faults as
-// described for properties.
+// in the package documentation.
 func DecodeUnsubscribe(p *Unsubscribe, flags byte, body []byte, version byte) error {
 	filters, props := p.Filters[:0], p.Props
 	*p = Unsubscribe{Filters: filters, Props: props}

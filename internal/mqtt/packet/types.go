@@ -8,6 +8,31 @@
 // Every decoder validates strictly (reserved bits, lengths, UTF-8, property
 // placement and duplicates) and returns *Error carrying the MQTT 5 reason
 // code that the server should answer with.
+//
+// # Reason codes
+//
+// Where the specification leaves the choice between Malformed Packet (0x81)
+// and Protocol Error (0x82), the codec answers what Mosquitto does, as
+// recorded in the Mosquitto packet-sequence conformance suite (the package
+// tests check every case of it that decoding alone decides). For property
+// blocks this means:
+//   - a structural fault (value truncated, property length beyond the packet,
+//     unknown identifier, invalid variable byte integer or string) is
+//     MalformedPacket and is reported at once;
+//   - a semantic fault (property not allowed in the packet, duplicate
+//     property other than User Property and, in PUBLISH, Subscription
+//     Identifier, a value out of range such as Receive Maximum 0, Maximum
+//     Packet Size 0, Topic Alias 0, Subscription Identifier 0, a 0/1 byte
+//     that is neither, an empty or wildcard Response Topic, Authentication
+//     Data without Authentication Method) is ProtocolError, reported after
+//     the whole block parsed cleanly;
+//   - in SUBSCRIBE and UNSUBSCRIBE, not-allowed properties and out-of-range
+//     values are MalformedPacket instead (section 2.2.2.2 calls an
+//     identifier not valid for the packet type a Malformed Packet), while
+//     duplicates stay ProtocolError.
+//
+// Strings are checked by ValidString. Encoders never validate: they write
+// what they are given.
 package packet
 
 import "fmt"
