@@ -3,8 +3,8 @@ package broker
 import (
 	"errors"
 	"sort"
-	"unicode/utf8"
 	"time"
+	"unicode/utf8"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 	"github.com/isobar-mq/isobar/internal/topic"
@@ -83,7 +83,7 @@ func (c *client) view() ClientInfoView {
 	if s := c.sess; s != nil {
 		s.mu.Lock()
 		v.Subscriptions = len(s.subs)
-		v.Inflight = len(s.inflight)
+		v.Inflight = s.sent
 		v.Queued = len(s.queue)
 		v.SessionExpiry = s.expiryInterval
 		s.mu.Unlock()
@@ -158,7 +158,7 @@ func (s *Server) Sessions() []SessionView {
 		out = append(out, SessionView{
 			ClientID: ss.id, Online: ss.client != nil, Username: ss.username(),
 			ExpiryInterval: ss.expiryInterval, Subscriptions: len(ss.subs),
-			Inflight: len(ss.inflight), Queued: len(ss.queue),
+			Inflight: ss.sent, Queued: len(ss.queue),
 		})
 		ss.mu.Unlock()
 	}
@@ -178,7 +178,7 @@ func (s *Server) Session(id string) (SessionView, []SubscriptionView, bool) {
 	v := SessionView{
 		ClientID: ss.id, Online: ss.client != nil, Username: ss.username(),
 		ExpiryInterval: ss.expiryInterval, Subscriptions: len(ss.subs),
-		Inflight: len(ss.inflight), Queued: len(ss.queue),
+		Inflight: ss.sent, Queued: len(ss.queue),
 	}
 	subs := make([]SubscriptionView, 0, len(ss.subs))
 	for f, sub := range ss.subs {
@@ -270,7 +270,7 @@ func (s *Server) Totals() Totals {
 		} else {
 			t.SessionsOffline++
 		}
-		t.Inflight += len(ss.inflight)
+		t.Inflight += ss.sent
 		t.Queued += len(ss.queue)
 		ss.mu.Unlock()
 	}

@@ -51,10 +51,12 @@ type client struct {
 	maxOut      uint32 // client's Maximum Packet Size (0 = protocol max)
 	aliasOutMax uint16
 	problemInfo bool // v5 Request Problem Information (default true)
+	acked       bool // CONNACK sent; guarded by sess.mu
 	connected   atomic.Bool
 	connectedAt time.Time
 
 	// read loop
+	tx          *txn
 	rbuf        []byte
 	rpos, rlen  int
 	aliasIn     map[uint16]string
@@ -251,10 +253,19 @@ func (c *client) readLoop() error {
 	if h.Type != packet.CONNECT {
 		return protoErr(packet.ProtocolError, "first packet is not CONNECT")
 	}
+	c.tx = c.srv.newTxn()
 	if err := c.handleConnect(h, body); err != nil {
 		return err
 	}
 	for {
+		// Commit once no complete packet is left in the read buffer: one
+		// durable write (and fsync) covers everything that arrived
+		// together, and the acknowledgements waiting for it go out.
+		if c.tx.pending() && (!c.bufferedPacket() || c.tx.batch.Len() > 1024) {
+			if err := c.tx.commit(c.srv); err != nil {
+				return protoErr(packet.UnspecifiedError, "store: "+err.Error())
+			}
+		}
 		if c.keepAlive > 0 {
 			_ = c.conn.SetReadDeadline(time.Now().Add(time.Duration(c.keepAlive) * 1500 * time.Millisecond))
 		} else {
@@ -337,8 +348,7 @@ func (c *client) handleDisconnect(h packet.FixedHeader, body []byte) error {
 	if c.version >= packet.V5 && d.Props.Has(packet.PropSessionExpiryInterval) {
 		s := c.sess
 		s.mu.Lock()
-		zero := s.expiryInterval == 0 && !c.srv.persistentZero(c)
-		if zero && d.Props.SessionExpiryInterval != 0 {
+		if s.expiryInterval == 0 && d.Props.SessionExpiryInterval != 0 {
 			s.mu.Unlock()
 			// [MQTT-3.14.2-2]: setting a non-zero expiry at DISCONNECT when
 			// CONNECT had 0 is a protocol error.
@@ -352,8 +362,19 @@ func (c *client) handleDisconnect(h packet.FixedHeader, body []byte) error {
 	return nil
 }
 
+// bufferedPacket reports whether a complete packet is already buffered.
+func (c *client) bufferedPacket() bool {
+	h, n, err := packet.ParseFixedHeader(c.rbuf[c.rpos:c.rlen])
+	return err == nil && n > 0 && c.rlen-c.rpos >= n+h.Remaining
+}
+
 // teardown closes the connection and detaches it from its session.
 func (c *client) teardown(err error) {
+	if c.tx != nil {
+		// Changes made for other sessions (routed messages) must be made
+		// durable and released even though this connection ends.
+		_ = c.tx.commit(c.srv)
+	}
 	code := byte(0)
 	reason := err
 	var pe *protoError

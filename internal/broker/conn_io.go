@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/isobar-mq/isobar/internal/listener"
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 )
 
@@ -78,26 +79,14 @@ func (c *client) flushLoop() {
 		c.omu.Unlock()
 
 		_ = c.conn.SetWriteDeadline(time.Now().Add(c.srv.opts.WriteTimeout))
+		bufs := net.Buffers(vec)
 		var err error
-		if isTCP || len(vec) == 1 {
-			bufs := net.Buffers(vec)
-			if isTCP {
-				_, err = bufs.WriteTo(tcp)
-			} else {
-				_, err = c.conn.Write(vec[0])
-			}
+		if isTCP {
+			_, err = bufs.WriteTo(tcp) // writev
 		} else {
-			// TLS and WebSocket connections: one contiguous write per batch
-			// (one TLS record run / one WebSocket frame).
-			total := 0
-			for _, v := range vec {
-				total += len(v)
-			}
-			joined := make([]byte, 0, total)
-			for _, v := range vec {
-				joined = append(joined, v...)
-			}
-			_, err = c.conn.Write(joined)
+			// TLS, WebSocket and PROXY-wrapped connections: one write per
+			// batch (one WebSocket frame, few TLS records).
+			_, err = listener.WriteBuffers(c.conn, &bufs)
 		}
 		c.srv.stats.bytesSent.Add(uint64(pend))
 

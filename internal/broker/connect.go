@@ -222,7 +222,7 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 		// without sending it [MQTT-3.1.2-24].
 		return &refusedError{why: "client maximum packet size below CONNACK size"}
 	}
-	c.srv.attach(c, cp.CleanStart, expiry, will, willDelay, &ack)
+	c.srv.attach(c, cp.CleanStart, expiry, will, willDelay, &ack, c.tx)
 	c.connectedAt = time.Now()
 	c.srv.log.Debug("client connected", "client", id, "remote", c.remote, "version", c.version, "clean", cp.CleanStart, "keepalive", c.keepAlive)
 	return nil
@@ -242,7 +242,3 @@ func (s *Server) capExpiry(v uint32) uint32 {
 	}
 	return v
 }
-
-// persistentZero reports whether a 0 session expiry on the session is due
-// to a v3 clean session (never relevant for DISCONNECT checks).
-func (s *Server) persistentZero(c *client) bool { return c.version < packet.V5 }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+	"github.com/isobar-mq/isobar/internal/store"
 )
 
 // Options configures a Server. The zero value of every field means "use the
@@ -89,6 +90,11 @@ type Options struct {
 
 	// MaxSubscriptionsPerClient caps subscriptions per session (0 = no cap).
 	MaxSubscriptionsPerClient int
+
+	// Store keeps sessions, their messages and retained messages durable
+	// across restarts; nil keeps everything in memory only. Call
+	// Server.Restore before serving to load what it holds.
+	Store store.Store
 }
 
 // DefaultOptions returns the defaults documented on Options.
@@ -116,6 +122,11 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxQueued <= 0 {
 		o.MaxQueued = 1000
+	}
+	// QoS 1/2 messages hold a packet identifier from the moment they enter
+	// a session, so queue and window share the 16-bit identifier space.
+	if o.MaxQueued > 65535-o.MaxInflight {
+		o.MaxQueued = 65535 - o.MaxInflight
 	}
 	if o.MaxClientIDLen <= 0 {
 		o.MaxClientIDLen = 65535

@@ -79,18 +79,20 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 		if dup {
 			// Resent QoS 2 PUBLISH before PUBREL: not routed again
 			// [MQTT-4.3.3-10 / -11].
-			c.sendAck(packet.PUBREC, p.PacketID, packet.Success)
+			id := p.PacketID
+			c.tx.then(func() { c.sendAck(packet.PUBREC, id, packet.Success) })
 			return nil
 		}
 	}
 
 	if c.srv.auth != nil && !c.srv.auth.CanPublish(c.info(), name) {
 		c.srv.stats.droppedNotAuthorized.Add(1)
+		id := p.PacketID
 		switch p.QoS {
 		case 1:
-			c.sendAck(packet.PUBACK, p.PacketID, packet.NotAuthorized)
+			c.tx.then(func() { c.sendAck(packet.PUBACK, id, packet.NotAuthorized) })
 		case 2:
-			c.sendAck(packet.PUBREC, p.PacketID, packet.NotAuthorized)
+			c.tx.then(func() { c.sendAck(packet.PUBREC, id, packet.NotAuthorized) })
 		}
 		return nil
 	}
@@ -103,37 +105,50 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 		m.Props.Clear(packet.PropMessageExpiryInterval)
 		m.Expiry = 0
 	}
-	n := c.srv.publish(m, &c.scratch)
+	n := c.srv.publish(m, &c.scratch, c.tx)
 
 	reason := packet.Success
 	if n == 0 && v5 {
 		reason = packet.NoMatchingSubscribers
 	}
+	// The acknowledgement goes out once the routed message is durable.
+	id := p.PacketID
 	switch p.QoS {
 	case 1:
-		c.sendAck(packet.PUBACK, p.PacketID, reason)
+		c.tx.then(func() { c.sendAck(packet.PUBACK, id, reason) })
 	case 2:
 		// PUBREC carries no "no matching subscribers": the message is only
 		// released by PUBREL (as Mosquitto does).
 		sess.mu.Lock()
-		sess.inboundQoS2[p.PacketID] = struct{}{}
+		sess.inboundQoS2[id] = struct{}{}
+		if sess.persistentLocked() && c.tx.durable() {
+			c.tx.batch.PutInbound(sess.id, id)
+		}
 		sess.mu.Unlock()
-		c.sendAck(packet.PUBREC, p.PacketID, packet.Success)
+		c.tx.then(func() { c.sendAck(packet.PUBREC, id, packet.Success) })
 	}
 	return nil
 }
 
 // publish stores a retained message if needed and routes it. It returns
 // the number of sessions it was delivered to.
-func (s *Server) publish(m *Message, sc *routeScratch) int {
+func (s *Server) publish(m *Message, sc *routeScratch, tx *txn) int {
 	if m.Retain && !s.opts.DisableRetain {
 		if len(m.Payload) == 0 {
 			s.retained.Delete(m.Topic) // [MQTT-3.3.1-6]
+			if tx.durable() {
+				tx.batch.DeleteRetained(m.Topic)
+			}
 		} else {
 			s.retained.Set(m.Topic, m)
+			if tx.durable() {
+				r := messageRecord(m)
+				r.Retain = true
+				tx.batch.PutRetained(r)
+			}
 		}
 	}
-	return s.route(m, sc)
+	return s.route(m, sc, tx)
 }
 
 type target struct {
@@ -144,7 +159,7 @@ type target struct {
 // route delivers m to every matching session: one delivery per session for
 // its non-shared subscriptions (highest granted QoS, every subscription
 // identifier), plus one per matching shared-subscription group.
-func (s *Server) route(m *Message, sc *routeScratch) int {
+func (s *Server) route(m *Message, sc *routeScratch, tx *txn) int {
 	s.index.Match(m.Topic, &sc.res)
 	if len(sc.res.Subs) == 0 && len(sc.res.Shared) == 0 {
 		return 0
@@ -194,7 +209,7 @@ func (s *Server) route(m *Message, sc *routeScratch) int {
 		targets = append(targets, target{sess: e.Key, d: d})
 	}
 	for i := range targets {
-		targets[i].sess.deliver(targets[i].d)
+		targets[i].sess.deliver(targets[i].d, tx)
 	}
 	n := len(targets)
 	clear(targets)
@@ -230,23 +245,31 @@ func pickShared(members []topic.Entry[*session], next uint64, exclude *session) 
 // delivering under QoS 2, so another member can have them [MQTT-4.8.2-3].
 // QoS 2 messages already sent stay: they must complete with this client
 // [MQTT-4.8.2-4].
-func (s *Server) takeSharedLocked(sess *session) []delivery {
+func (s *Server) takeSharedLocked(sess *session, tx *txn) []delivery {
 	var out []delivery
+	drop := func(m *outMsg) {
+		out = append(out, m.d)
+		if m.id != 0 {
+			delete(sess.msgs, m.id)
+			if sess.persistentLocked() && tx.durable() {
+				tx.batch.DeleteMessage(sess.id, m.seq)
+			}
+		}
+	}
 	keep := sess.queue[:0]
-	for _, d := range sess.queue {
-		if d.group != "" {
-			out = append(out, d)
+	for _, m := range sess.queue {
+		if m.d.group != "" && !m.pending {
+			drop(m)
 		} else {
-			keep = append(keep, d)
+			keep = append(keep, m)
 		}
 	}
 	clear(sess.queue[len(keep):])
 	sess.queue = keep
-	for id, f := range sess.inflight {
-		if f.d.group != "" && f.d.qos == 1 {
-			d := f.d
-			out = append(out, d)
-			delete(sess.inflight, id)
+	for _, m := range sess.msgs {
+		if m.d.group != "" && m.d.qos == 1 && m.state == outPublished {
+			drop(m)
+			sess.sent--
 		}
 	}
 	return out
@@ -254,7 +277,7 @@ func (s *Server) takeSharedLocked(sess *session) []delivery {
 
 // dispatchShared re-delivers a shared-subscription message to another
 // member of its group; if none is left, back to the original session.
-func (s *Server) dispatchShared(d delivery, from *session) {
+func (s *Server) dispatchShared(d delivery, from *session, tx *txn) {
 	var res topic.Result[*session]
 	s.index.Match(d.msg.Topic, &res)
 	for i := range res.Shared {
@@ -269,13 +292,13 @@ func (s *Server) dispatchShared(d delivery, from *session) {
 				nd.subIDs = []uint32{e.Opts.ID}
 			}
 			s.stats.sharedRedispatched.Add(1)
-			e.Key.deliver(nd)
+			e.Key.deliver(nd, tx)
 			return
 		}
 	}
 	from.mu.Lock()
 	if !from.ended && from.client == nil && from.expiryInterval != 0 {
-		from.enqueueLocked(d)
+		from.deliverLocked(d, tx)
 	}
 	from.mu.Unlock()
 }
@@ -286,13 +309,14 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		return err
 	}
 	sess := c.sess
+	id := a.PacketID
 	switch h.Type {
 	case packet.PUBACK, packet.PUBCOMP:
-		if !sess.complete(a.PacketID, h.Type) {
+		if !sess.complete(id, h.Type, c.tx) {
 			return protoErr(packet.ProtocolError, h.Type.String()+" does not match the flow of packet "+itoa(int(a.PacketID)))
 		}
 	case packet.PUBREC:
-		known, ok := sess.received(a.PacketID, a.ReasonCode)
+		known, ok := sess.received(id, a.ReasonCode, c.tx)
 		switch {
 		case !ok:
 			return protoErr(packet.ProtocolError, "PUBREC for a QoS 1 message")
@@ -302,18 +326,23 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 			// Known or not, answer with PUBREL so the client can finish
 			// its flow (an unknown identifier was most likely completed
 			// before a reconnect).
-			c.sendAck(packet.PUBREL, a.PacketID, packet.Success)
+			c.tx.then(func() { c.sendAck(packet.PUBREL, id, packet.Success) })
 		}
 	case packet.PUBREL:
 		sess.mu.Lock()
-		_, ok := sess.inboundQoS2[a.PacketID]
-		delete(sess.inboundQoS2, a.PacketID)
+		if _, ok := sess.inboundQoS2[id]; ok {
+			delete(sess.inboundQoS2, id)
+			if sess.persistentLocked() && c.tx.durable() {
+				c.tx.batch.DeleteInbound(sess.id, id)
+			}
+		}
 		sess.mu.Unlock()
 		// An unknown identifier is answered with PUBCOMP too: after a
 		// reconnect the client resends PUBREL for a message whose PUBCOMP
-		// it missed [MQTT-4.3.3-13].
-		_ = ok
-		c.sendAck(packet.PUBCOMP, a.PacketID, packet.Success)
+		// it missed [MQTT-4.3.3-13]. PUBCOMP waits for the release to be
+		// durable, or a crash could make a new message with this
+		// identifier look like a duplicate.
+		c.tx.then(func() { c.sendAck(packet.PUBCOMP, id, packet.Success) })
 	}
 	return nil
 }

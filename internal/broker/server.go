@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+	"github.com/isobar-mq/isobar/internal/store"
 	"github.com/isobar-mq/isobar/internal/topic"
 )
 
@@ -79,6 +80,8 @@ type Server struct {
 	log  *slog.Logger
 	auth Auth
 
+	store store.Store
+
 	index    *topic.Index[*session]
 	retained *topic.Retained[*Message]
 	stats    Stats
@@ -113,6 +116,7 @@ func New(opts Options, log *slog.Logger, auth Auth) *Server {
 		sessions: make(map[string]*session),
 		clients:  make(map[*client]struct{}),
 		quit:     make(chan struct{}),
+		store:    opts.Store,
 	}
 	s.wg.Add(1)
 	go s.housekeeping()
@@ -266,242 +270,6 @@ func (s *Server) stopTimers() {
 		}
 		ss.mu.Unlock()
 	}
-}
-
-// attach binds a connected client to its session (new, resumed or taken
-// over) and sends CONNACK, then anything the session has pending.
-func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, willDelay uint32, ack *packet.Connack) {
-	for {
-		s.mu.Lock()
-		old := s.sessions[c.id]
-		var oldClient *client
-		if old != nil {
-			old.mu.Lock()
-			oldClient = old.client
-			old.mu.Unlock()
-		}
-		if oldClient != nil {
-			s.mu.Unlock()
-			// Takeover [MQTT-3.1.4-3]: the existing connection is closed
-			// (v5: DISCONNECT 0x8E) and its teardown completes first.
-			s.stats.takeovers.Add(1)
-			oldClient.kick(packet.SessionTakenOver, errTakenOver)
-			select {
-			case <-oldClient.done:
-			case <-time.After(5 * time.Second):
-				_ = oldClient.conn.Close()
-				<-oldClient.done
-			}
-			continue
-		}
-		var sess *session
-		present := false
-		if old != nil && !clean {
-			sess = old
-			present = true
-		} else {
-			if old != nil {
-				s.endSessionLocked(old)
-			}
-			sess = newSession(s, c.id)
-			s.sessions[c.id] = sess
-		}
-		s.clients[c] = struct{}{}
-		sess.mu.Lock()
-		s.mu.Unlock()
-
-		c.sess = sess
-		sess.client = c
-		sess.online.Store(true)
-		sess.user.Store(&c.username)
-		sess.expiryInterval = expiry
-		if sess.expiryTimer != nil {
-			sess.expiryTimer.Stop()
-			sess.expiryTimer = nil
-		}
-		if sess.willTimer != nil {
-			// Reconnected before the will delay passed: not sent
-			// [MQTT-3.1.3-9].
-			sess.willTimer.Stop()
-			sess.willTimer = nil
-		}
-		sess.will = will
-		sess.willDelay = willDelay
-		if c.version < packet.V5 && clean {
-			present = false
-		}
-		ack.SessionPresent = present
-		ack.ReasonCode = packet.Success
-		c.connected.Store(true)
-		s.online.Add(1)
-		s.stats.connectsTotal.Add(1)
-		c.send(func(b []byte) []byte { return ack.Append(b, c.version) })
-		if present {
-			sess.resendLocked()
-			sess.drainLocked()
-		}
-		sess.mu.Unlock()
-		return
-	}
-}
-
-// detach unbinds a closing client from its session. normal is true when
-// the client sent DISCONNECT with reason 0 (no will).
-func (s *Server) detach(c *client, normal bool) {
-	sess := c.sess
-	if sess == nil {
-		return
-	}
-	sess.mu.Lock()
-	if sess.client != c {
-		sess.mu.Unlock()
-		return
-	}
-	sess.client = nil
-	sess.online.Store(false)
-	s.online.Add(-1)
-	will := sess.will
-	if normal {
-		// DISCONNECT 0x00: the will is discarded [MQTT-3.1.2-10].
-		sess.will = nil
-		will = nil
-	}
-	expiry := sess.expiryInterval
-	redispatch := s.takeSharedLocked(sess)
-	if expiry == 0 {
-		// The session ends with the connection, so a will is published now
-		// whatever its delay [MQTT-3.1.3-9].
-		sess.will = nil
-		sess.mu.Unlock()
-		s.mu.Lock()
-		if s.sessions[sess.id] == sess {
-			s.endSessionLocked(sess)
-		}
-		s.mu.Unlock()
-	} else {
-		if will != nil && sess.willDelay > 0 && sess.willDelay < expiry {
-			delay := time.Duration(sess.willDelay) * time.Second
-			sess.willTimer = time.AfterFunc(delay, func() { s.fireWill(sess) })
-			will = nil
-		} else if will != nil && sess.willDelay > 0 {
-			// The will is sent when the session ends, whichever is first
-			// [MQTT-3.1.3-9]: it stays in the session until expiry.
-			will = nil
-		} else {
-			sess.will = nil
-		}
-		if expiry != 0xFFFFFFFF {
-			sess.expiryTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { s.expireSession(sess) })
-		}
-		sess.mu.Unlock()
-	}
-	if will != nil {
-		s.publishWill(will)
-	}
-	for _, d := range redispatch {
-		s.dispatchShared(d, sess)
-	}
-}
-
-// clientGone forgets a closed client.
-func (s *Server) clientGone(c *client) {
-	s.mu.Lock()
-	delete(s.clients, c)
-	s.mu.Unlock()
-}
-
-// endSessionLocked removes a session: its subscriptions leave the index and
-// a pending will is published. Requires s.mu.
-func (s *Server) endSessionLocked(sess *session) {
-	delete(s.sessions, sess.id)
-	sess.mu.Lock()
-	sess.ended = true
-	for f := range sess.subs {
-		s.index.Unsubscribe(sess, f)
-	}
-	sess.subs = nil
-	if sess.expiryTimer != nil {
-		sess.expiryTimer.Stop()
-	}
-	will := sess.will
-	sess.will = nil
-	if sess.willTimer != nil {
-		sess.willTimer.Stop()
-		sess.willTimer = nil
-	} else if sess.client != nil || sess.willDelay == 0 {
-		will = nil // published (or discarded) when its connection closed
-	}
-	dropped := len(sess.queue) + len(sess.inflight)
-	sess.queue = nil
-	sess.inflight = nil
-	sess.mu.Unlock()
-	if dropped > 0 {
-		s.stats.droppedSessionEnd.Add(uint64(dropped))
-	}
-	if will != nil {
-		// Will delay outlasted by the session: published now. Must not
-		// hold s.mu while routing; done asynchronously.
-		go s.publishWill(will)
-	}
-}
-
-func (s *Server) expireSession(sess *session) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sessions[sess.id] != sess {
-		return
-	}
-	sess.mu.Lock()
-	online := sess.client != nil
-	sess.mu.Unlock()
-	if online {
-		return
-	}
-	s.stats.sessionsExpired.Add(1)
-	s.endSessionLocked(sess)
-}
-
-func (s *Server) fireWill(sess *session) {
-	sess.mu.Lock()
-	will := sess.will
-	if sess.willTimer == nil || sess.client != nil {
-		sess.mu.Unlock()
-		return
-	}
-	sess.will = nil
-	sess.willTimer = nil
-	sess.mu.Unlock()
-	if will != nil {
-		s.publishWill(will)
-	}
-}
-
-func (s *Server) publishWill(will *Message) {
-	m := *will
-	m.Received = time.Now().UnixNano()
-	if m.Props.Has(packet.PropMessageExpiryInterval) {
-		m.Expiry = m.Received + int64(m.Props.MessageExpiryInterval)*int64(time.Second)
-	}
-	if s.auth != nil && !s.auth.CanPublish(ClientInfo{ClientID: m.From}, m.Topic) {
-		// The will's topic was checked at CONNECT; rules may have changed.
-		s.stats.droppedNotAuthorized.Add(1)
-		return
-	}
-	s.stats.willsPublished.Add(1)
-	var sc routeScratch
-	s.publish(&m, &sc)
-}
-
-// Publish injects a message from the server itself (API, $SYS, bridges).
-func (s *Server) Publish(m *Message) {
-	if m.Received == 0 {
-		m.Received = time.Now().UnixNano()
-	}
-	if m.Props.Has(packet.PropMessageExpiryInterval) && m.Expiry == 0 {
-		m.Expiry = m.Received + int64(m.Props.MessageExpiryInterval)*int64(time.Second)
-	}
-	var sc routeScratch
-	s.publish(m, &sc)
 }
 
 // housekeeping sweeps expired retained messages.

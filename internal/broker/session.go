@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+	"github.com/isobar-mq/isobar/internal/store"
 	"github.com/isobar-mq/isobar/internal/topic"
 )
 
@@ -16,21 +17,30 @@ type subscription struct {
 	opts   topic.Options
 }
 
-// outState is the state of an outbound QoS 1/2 message.
+// outState is the state of an outbound message of a session.
 type outState uint8
 
 const (
-	outPublished outState = iota // PUBLISH sent, waiting for PUBACK/PUBREC
+	outQueued    outState = iota // waiting to be sent
+	outPublished                 // PUBLISH sent, waiting for PUBACK/PUBREC
 	outReleased                  // PUBREC received, PUBREL sent, waiting for PUBCOMP
 )
 
-// inflight is an outbound QoS 1/2 message that has been given a packet
-// identifier.
-type inflight struct {
+// outMsg is a message on its way to a session's client. QoS 1/2 messages
+// get their packet identifier when they enter the session, so that the
+// identifier is recorded durably with the message before it is ever sent:
+// after a crash the message is resent with the same identifier, which a
+// QoS 2 receiver recognises [MQTT-4.3.3-10].
+type outMsg struct {
 	d     delivery
-	id    uint16
+	id    uint16 // 0 for QoS 0
+	seq   uint64 // order within the session, also the store key
 	state outState
-	seq   uint64 // send order, for resending on resume
+	// pending is set while the record is not committed yet: the message
+	// is not sent before it is durable.
+	pending bool
+	// resend marks a message loaded from the store: sent with DUP.
+	resend bool
 }
 
 // session is the server side of an MQTT session. Everything in it is
@@ -52,10 +62,13 @@ type session struct {
 
 	subs map[string]subscription
 
-	inflight map[uint16]*inflight
-	seq      uint64
-	nextID   uint16
-	queue    []delivery // waiting for in-flight room or for the client
+	// msgs holds the QoS 1/2 messages of the session, queued or in
+	// flight, by packet identifier.
+	msgs   map[uint16]*outMsg
+	queue  []*outMsg // waiting to be sent, in order (QoS 0 entries have id 0)
+	sent   int       // messages in flight (published or released)
+	seq    uint64
+	nextID uint16
 
 	// inboundQoS2 holds packet identifiers of QoS 2 PUBLISHes received and
 	// routed but not yet released by PUBREL.
@@ -69,6 +82,7 @@ type session struct {
 	will      *Message // will of the current/last connection, nil if none
 	willDelay uint32
 	willTimer *time.Timer
+	willAt    int64 // when the delayed will is due (unix nanos)
 }
 
 func newSession(srv *Server, id string) *session {
@@ -76,20 +90,25 @@ func newSession(srv *Server, id string) *session {
 		srv:         srv,
 		id:          id,
 		subs:        make(map[string]subscription),
-		inflight:    make(map[uint16]*inflight),
+		msgs:        make(map[uint16]*outMsg),
 		inboundQoS2: make(map[uint16]struct{}),
 	}
 }
 
-// deliver hands a routed message to the session: straight to the client
-// when it is connected and has room, otherwise to the queue.
-func (s *session) deliver(d delivery) {
+// persistent reports whether the session's state is mirrored to the store.
+func (s *session) persistentLocked() bool { return s.srv.store != nil && s.expiryInterval > 0 }
+
+// deliver hands a routed message to the session.
+func (s *session) deliver(d delivery, tx *txn) {
 	s.mu.Lock()
-	s.deliverLocked(d)
+	s.deliverLocked(d, tx)
 	s.mu.Unlock()
 }
 
-func (s *session) deliverLocked(d delivery) {
+// deliverLocked sends a message to the connected client, or queues it:
+// while offline, while the in-flight window is full, or until its record is
+// committed.
+func (s *session) deliverLocked(d delivery, tx *txn) {
 	if s.ended {
 		return
 	}
@@ -100,85 +119,92 @@ func (s *session) deliverLocked(d delivery) {
 	}
 	c := s.client
 	if d.qos == 0 {
-		if c != nil {
+		switch {
+		case c != nil && c.acked:
 			c.sendPublish(&d, 0, false, now)
-		} else if s.srv.opts.QueueQoS0 {
-			s.enqueueLocked(d)
-		} else {
+		case s.srv.opts.QueueQoS0 && s.expiryInterval > 0:
+			if len(s.queue) >= s.srv.opts.MaxQueued {
+				s.srv.stats.droppedQueueFull.Add(1)
+				return
+			}
+			s.seq++
+			s.queue = append(s.queue, &outMsg{d: d, seq: s.seq})
+		default:
 			s.srv.stats.droppedOffline.Add(1)
 		}
 		return
 	}
-	if c != nil && len(s.queue) == 0 && len(s.inflight) < c.sendQuota {
-		s.sendNewLocked(c, d, now)
-		return
-	}
-	s.enqueueLocked(d)
-}
-
-func (s *session) enqueueLocked(d delivery) {
-	if len(s.queue) >= s.srv.opts.MaxQueued {
+	if len(s.queue) >= s.srv.opts.MaxQueued || len(s.msgs) >= 65535 {
 		s.srv.stats.droppedQueueFull.Add(1)
 		return
 	}
-	s.queue = append(s.queue, d)
+	m := &outMsg{d: d, id: s.allocIDLocked(), state: outQueued}
+	s.seq++
+	m.seq = s.seq
+	s.msgs[m.id] = m
+	s.queue = append(s.queue, m)
+	if s.persistentLocked() && tx.durable() {
+		m.pending = true
+		tx.batch.PutMessage(s.id, m.seq, s.record(m))
+		tx.then(func() {
+			s.mu.Lock()
+			m.pending = false
+			s.drainLocked()
+			s.mu.Unlock()
+		})
+		return
+	}
+	s.drainLocked()
 }
 
-// allocIDLocked returns a packet identifier not in use by an in-flight
-// message (outbound identifiers start at 1 for a new session).
+// allocIDLocked returns a packet identifier not in use by the session's
+// messages (outbound identifiers start at 1 for a new session).
 func (s *session) allocIDLocked() uint16 {
 	for {
 		s.nextID++
 		if s.nextID == 0 {
 			s.nextID = 1
 		}
-		if _, used := s.inflight[s.nextID]; !used {
+		if _, used := s.msgs[s.nextID]; !used {
 			return s.nextID
 		}
 	}
 }
 
-// sendNewLocked assigns a packet identifier and sends a QoS 1/2 delivery.
-//
-// Deliveries own their subIDs slice (never reused by the router), so it is
-// stored as is.
-func (s *session) sendNewLocked(c *client, d delivery, now int64) {
-	id := s.allocIDLocked()
-	s.seq++
-	s.inflight[id] = &inflight{d: d, id: id, seq: s.seq}
-	if !c.sendPublish(&d, id, false, now) {
-		// Too large for the client: dropped as if delivered [MQTT-3.1.2-25].
-		delete(s.inflight, id)
-	}
-}
-
-// drainLocked moves queued messages to the client while it has room.
+// drainLocked sends queued messages to the client while it has room.
 func (s *session) drainLocked() {
 	c := s.client
-	if c == nil {
+	if c == nil || !c.acked {
 		return
 	}
 	now := time.Now().UnixNano()
 	n := 0
 	for n < len(s.queue) {
-		d := s.queue[n]
-		if d.qos > 0 && len(s.inflight) >= c.sendQuota {
+		m := s.queue[n]
+		if m.pending || (m.id != 0 && s.sent >= c.sendQuota) {
 			break
 		}
 		n++
-		if d.msg.expired(now) {
+		if m.d.msg.expired(now) {
 			s.srv.stats.droppedExpired.Add(1)
+			if m.id != 0 {
+				delete(s.msgs, m.id)
+				s.forget(m)
+			}
 			continue
 		}
-		if d.qos == 0 {
-			c.sendPublish(&d, 0, false, now)
+		if m.id == 0 {
+			c.sendPublish(&m.d, 0, false, now)
 			continue
 		}
-		id := s.allocIDLocked()
-		s.seq++
-		s.inflight[id] = &inflight{d: d, id: id, seq: s.seq}
-		if !c.sendPublish(&d, id, false, now) {
-			delete(s.inflight, id)
+		m.state = outPublished
+		s.sent++
+		if !c.sendPublish(&m.d, m.id, m.resend, now) {
+			// Too large for this client: dropped as if delivered
+			// [MQTT-3.1.2-25].
+			s.sent--
+			delete(s.msgs, m.id)
+			s.forget(m)
 		}
 	}
 	if n > 0 {
@@ -190,90 +216,113 @@ func (s *session) drainLocked() {
 	}
 }
 
+// forget removes a message's record from the store, outside any client
+// transaction (nothing is acknowledged because of it, so the removal may
+// be lost in a crash: the message is then dropped again at the next
+// start).
+func (s *session) forget(m *outMsg) {
+	if s.persistentLocked() {
+		s.srv.storeAsync(func(b store.Batch) { b.DeleteMessage(s.id, m.seq) })
+	}
+}
+
 // resendLocked re-sends every in-flight message after the session was
 // resumed on a new connection: PUBLISH with DUP set, or PUBREL for messages
 // whose PUBREC was received [MQTT-4.4.0-1].
 func (s *session) resendLocked() {
 	c := s.client
-	if c == nil || len(s.inflight) == 0 {
+	if c == nil || s.sent == 0 {
 		return
 	}
-	list := make([]*inflight, 0, len(s.inflight))
-	for _, f := range s.inflight {
-		list = append(list, f)
+	list := make([]*outMsg, 0, s.sent)
+	for _, m := range s.msgs {
+		if m.state != outQueued {
+			list = append(list, m)
+		}
 	}
-	slices.SortFunc(list, func(a, b *inflight) int { return int(a.seq - b.seq) })
+	slices.SortFunc(list, func(a, b *outMsg) int {
+		switch {
+		case a.seq < b.seq:
+			return -1
+		case a.seq > b.seq:
+			return 1
+		}
+		return 0
+	})
 	now := time.Now().UnixNano()
-	for _, f := range list {
-		if f.state == outReleased {
-			c.sendAck(packet.PUBREL, f.id, packet.Success)
+	for _, m := range list {
+		if m.state == outReleased {
+			c.sendAck(packet.PUBREL, m.id, packet.Success)
 			continue
 		}
-		if f.d.msg.expired(now) && f.d.qos == 1 {
-			// An expired QoS 1 message that the client may not have seen is
-			// dropped; the identifier is freed.
-			delete(s.inflight, f.id)
-			s.srv.stats.droppedExpired.Add(1)
-			continue
-		}
-		if !c.sendPublish(&f.d, f.id, true, now) {
-			delete(s.inflight, f.id)
+		if !c.sendPublish(&m.d, m.id, true, now) {
+			delete(s.msgs, m.id)
+			s.sent--
+			s.forget(m)
 		}
 	}
 }
 
-// ack handles PUBACK (qos 1) and PUBCOMP (qos 2 after PUBREC) from the
-// client. It reports whether the identifier was in the expected state.
-func (s *session) complete(id uint16, t packet.Type) (ok bool) {
+// complete handles PUBACK (QoS 1) and PUBCOMP (QoS 2 after PUBREC). It
+// reports whether the packet fits the message's flow.
+func (s *session) complete(id uint16, t packet.Type, tx *txn) (ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := s.inflight[id]
-	if f == nil {
+	m := s.msgs[id]
+	if m == nil || m.state == outQueued {
 		return true // unknown identifier: ignored (e.g. already completed)
 	}
 	switch t {
 	case packet.PUBACK:
-		if f.d.qos != 1 {
+		if m.d.qos != 1 {
 			return false
 		}
 	case packet.PUBCOMP:
-		if f.d.qos != 2 || f.state != outReleased {
+		if m.d.qos != 2 || m.state != outReleased {
 			return false
 		}
 	}
-	delete(s.inflight, id)
+	delete(s.msgs, id)
+	s.sent--
+	if s.persistentLocked() && tx.durable() {
+		tx.batch.DeleteMessage(s.id, m.seq)
+	}
 	s.drainLocked()
 	return true
 }
 
-// received handles PUBREC for an outbound QoS 2 message. It returns whether
-// the identifier was known, and whether the packet fits the flow.
-func (s *session) received(id uint16, reason byte) (known, ok bool) {
+// received handles PUBREC for an outbound QoS 2 message. It returns
+// whether the identifier was known, and whether the packet fits the flow.
+// When a PUBREL is due, it is sent through tx once the new state is
+// durable: a PUBREL sent before a crash that forgot it could make the
+// receiver complete, and the resent PUBLISH look new.
+func (s *session) received(id uint16, reason byte, tx *txn) (known, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := s.inflight[id]
-	if f == nil {
+	m := s.msgs[id]
+	if m == nil || m.state == outQueued {
 		return false, true
 	}
-	if f.d.qos != 2 {
+	if m.d.qos != 2 {
 		return true, false
 	}
 	if reason >= 0x80 {
-		// The receiver refused the message: the flow ends here
-		// [MQTT-4.3.3] (v5 PUBREC with an error reason code).
-		delete(s.inflight, id)
+		// The receiver refused the message: the flow ends here.
+		delete(s.msgs, id)
+		s.sent--
+		if s.persistentLocked() && tx.durable() {
+			tx.batch.DeleteMessage(s.id, m.seq)
+		}
 		s.drainLocked()
 		return true, true
 	}
-	f.state = outReleased
+	if m.state != outReleased {
+		m.state = outReleased
+		if s.persistentLocked() && tx.durable() {
+			tx.batch.PutMessage(s.id, m.seq, s.record(m))
+		}
+	}
 	return true, true
-}
-
-// subscriptionIDs are kept per session for the management API.
-func (s *session) subscriptionCount() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.subs)
 }
 
 func (s *session) username() string {
@@ -281,4 +330,60 @@ func (s *session) username() string {
 		return *u
 	}
 	return ""
+}
+
+// record converts a session message to its store form.
+func (s *session) record(m *outMsg) *store.MessageRecord {
+	r := messageRecord(m.d.msg)
+	r.DeliverQoS = m.d.qos
+	r.DeliverRetain = m.d.retain
+	r.SubIDs = m.d.subIDs
+	r.Group = m.d.group
+	r.PacketID = m.id
+	switch m.state {
+	case outReleased:
+		r.State = store.StateReleased
+	case outPublished:
+		r.State = store.StatePublished
+	default:
+		r.State = store.StateQueued
+	}
+	return r
+}
+
+// sessionRecordLocked is the session's own store record.
+func (s *session) sessionRecordLocked() *store.SessionRecord {
+	r := &store.SessionRecord{
+		ClientID:       s.id,
+		ExpiryInterval: s.expiryInterval,
+		Username:       s.username(),
+		NextPacketID:   s.nextID,
+	}
+	if s.client == nil {
+		r.DisconnectedAt = time.Now().UnixNano()
+		if s.will != nil && s.willTimer != nil {
+			r.Will = messageRecord(s.will)
+			r.WillAt = s.willAt
+		} else if s.will != nil {
+			// Will held until the session ends (delay >= expiry).
+			r.Will = messageRecord(s.will)
+		}
+	}
+	return r
+}
+
+func messageRecord(m *Message) *store.MessageRecord {
+	return &store.MessageRecord{
+		Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props,
+		Received: m.Received, Expiry: m.Expiry, From: m.From,
+	}
+}
+
+func messageFromRecord(r *store.MessageRecord) *Message {
+	m := &Message{
+		Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain, Props: r.Props,
+		Received: r.Received, Expiry: r.Expiry, From: r.From,
+	}
+	m.Props.Present &= messagePropMask
+	return m
 }

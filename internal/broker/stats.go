@@ -29,6 +29,7 @@ type Stats struct {
 	sessionsExpired      atomic.Uint64
 	willsPublished       atomic.Uint64
 	sharedRedispatched   atomic.Uint64
+	storeErrors          atomic.Uint64
 
 	receivedByQoS [3]atomic.Uint64
 	sentByQoS     [3]atomic.Uint64
@@ -44,10 +45,11 @@ type Stats struct {
 // Snapshot is a point-in-time copy of Stats.
 type Snapshot struct {
 	ConnectionsTotal, ConnectsTotal, ConnectRefused, AuthFailures, ProtocolErrors, Takeovers uint64
-	MessagesReceived, MessagesSent, BytesReceived, BytesSent                              uint64
-	DroppedQueueFull, DroppedExpired, DroppedSlowConsumer, DroppedOffline                 uint64
-	DroppedTooLarge, DroppedNotAuthorized, DroppedSessionEnd                              uint64
-	SlowConsumers, SessionsExpired, WillsPublished, SharedRedispatched                    uint64
+	MessagesReceived, MessagesSent, BytesReceived, BytesSent                                 uint64
+	DroppedQueueFull, DroppedExpired, DroppedSlowConsumer, DroppedOffline                    uint64
+	DroppedTooLarge, DroppedNotAuthorized, DroppedSessionEnd                                 uint64
+	SlowConsumers, SessionsExpired, WillsPublished, SharedRedispatched                       uint64
+	StoreErrors                                                                              uint64
 
 	ReceivedByQoS, SentByQoS [3]uint64
 	// MalformedByType is indexed by packet type (1..15; 0 = unknown).
@@ -73,6 +75,7 @@ func (s *Stats) Snapshot() Snapshot {
 		DroppedSessionEnd: s.droppedSessionEnd.Load(), SlowConsumers: s.slowConsumers.Load(),
 		SessionsExpired: s.sessionsExpired.Load(), WillsPublished: s.willsPublished.Load(),
 		SharedRedispatched:  s.sharedRedispatched.Load(),
+		StoreErrors:         s.storeErrors.Load(),
 		DisconnectsByReason: make(map[byte]uint64),
 		Latency:             s.latency.snapshot(),
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+	"github.com/isobar-mq/isobar/internal/store"
 	"github.com/isobar-mq/isobar/internal/topic"
 )
 
@@ -39,11 +40,6 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 	}
 
 	codes := make([]byte, len(sp.Subs))
-	type retainedReq struct {
-		filter string
-		qos    byte
-		id     uint32
-	}
 	var wantRetained []retainedReq
 
 	sess := c.sess
@@ -68,18 +64,44 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 		}
 		sess.subs[sub.Filter] = subscription{filter: sub.Filter, opts: opts}
 		c.srv.index.Subscribe(sess, sub.Filter, opts)
+		if sess.persistentLocked() && c.tx.durable() {
+			c.tx.batch.PutSubscription(sess.id, &store.SubscriptionRecord{
+				Filter: sub.Filter, QoS: opts.QoS, NoLocal: opts.NoLocal,
+				RetainAsPublished: opts.RetainAsPublished, RetainHandling: opts.RetainHandling, ID: opts.ID,
+			})
+		}
 		codes[i] = granted
 		_, _, shared := topic.ParseShared(sub.Filter)
 		if !shared && !o.DisableRetain && (opts.RetainHandling == 0 || (opts.RetainHandling == 1 && !existed)) {
 			wantRetained = append(wantRetained, retainedReq{sub.Filter, granted, subID})
 		}
 	}
-	ack := packet.Suback{PacketID: sp.PacketID, ReasonCodes: codes}
-	c.send(func(b []byte) []byte { return ack.Append(b, c.version) })
+	sess.mu.Unlock()
 
-	// Retained messages follow the SUBACK, flagged retained [MQTT-3.3.1-9]
-	// (never for shared subscriptions [MQTT-3.8.4-?]); the session lock is
-	// held so nothing overtakes the SUBACK.
+	// SUBACK once the subscriptions are durable; retained messages follow
+	// it, flagged retained [MQTT-3.3.1-9] (never for shared subscriptions
+	// [MQTT-4.8.2-?]). The session lock is held so that no message of the
+	// new subscriptions overtakes the SUBACK.
+	ack := packet.Suback{PacketID: sp.PacketID, ReasonCodes: codes}
+	tx := c.tx
+	tx.then(func() {
+		sess.mu.Lock()
+		defer sess.mu.Unlock()
+		c.send(func(b []byte) []byte { return ack.Append(b, c.version) })
+		c.sendRetainedLocked(sess, wantRetained, tx)
+	})
+	return nil
+}
+
+type retainedReq struct {
+	filter string
+	qos    byte
+	id     uint32
+}
+
+// sendRetainedLocked delivers the retained messages matching new
+// subscriptions. Requires sess.mu.
+func (c *client) sendRetainedLocked(sess *session, wantRetained []retainedReq, tx *txn) {
 	now := time.Now().UnixNano()
 	for _, r := range wantRetained {
 		c.srv.retained.Match(r.filter, func(t string, m *Message) bool {
@@ -93,12 +115,10 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 			if r.id != 0 {
 				d.subIDs = []uint32{r.id}
 			}
-			sess.deliverLocked(d)
+			sess.deliverLocked(d, tx)
 			return true
 		})
 	}
-	sess.mu.Unlock()
-	return nil
 }
 
 // failCode maps a v5 failure reason to the 3.x SUBACK failure code.
@@ -141,13 +161,16 @@ func (c *client) handleUnsubscribe(h packet.FixedHeader, body []byte) error {
 		if _, ok := sess.subs[f]; ok {
 			delete(sess.subs, f)
 			c.srv.index.Unsubscribe(sess, f)
+			if sess.persistentLocked() && c.tx.durable() {
+				c.tx.batch.DeleteSubscription(sess.id, f)
+			}
 			codes[i] = packet.Success
 		} else {
 			codes[i] = packet.NoSubscriptionExisted
 		}
 	}
-	ack := packet.Unsuback{PacketID: up.PacketID, ReasonCodes: codes}
-	c.send(func(b []byte) []byte { return ack.Append(b, c.version) })
 	sess.mu.Unlock()
+	ack := packet.Unsuback{PacketID: up.PacketID, ReasonCodes: codes}
+	c.tx.then(func() { c.send(func(b []byte) []byte { return ack.Append(b, c.version) }) })
 	return nil
 }
