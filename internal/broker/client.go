@@ -65,6 +65,8 @@ type client struct {
 	disconnect  bool // DISCONNECT received
 	willOnClose bool // DISCONNECT 0x04: publish the will anyway
 	lastType    packet.Type
+	rate        publishLimiter
+	rateLimited bool // over the connection rate of its source address
 	pub         packet.Publish
 	ack         packet.Ack
 
@@ -370,6 +372,13 @@ func (c *client) bufferedPacket() bool {
 
 // teardown closes the connection and detaches it from its session.
 func (c *client) teardown(err error) {
+	defer func() {
+		if c.connected.Load() {
+			c.srv.mu.Lock()
+			c.srv.listenerConns[c.listener]--
+			c.srv.mu.Unlock()
+		}
+	}()
 	if c.tx != nil {
 		// Changes made for other sessions (routed messages) must be made
 		// durable and released even though this connection ends.

@@ -103,9 +103,23 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 		}
 	}
 
-	// Authentication and the connection limit.
+	// Quotas, then authentication.
+	if c.rateLimited {
+		c.srv.stats.connRateRefused.Add(1)
+		return c.refuse(c.version, packet.ConnectionRateExceeded, packet.ConnRefusedServerUnavailable, "connection rate exceeded")
+	}
 	if o.MaxConnections > 0 && int(c.srv.online.Load()) >= o.MaxConnections {
+		c.srv.stats.listenerFull.Add(1)
 		return c.refuse(c.version, packet.QuotaExceeded, packet.ConnRefusedServerUnavailable, "maximum connections reached")
+	}
+	if lim := o.Listeners[c.listener].MaxConnections; lim > 0 {
+		c.srv.mu.Lock()
+		n := c.srv.listenerConns[c.listener]
+		c.srv.mu.Unlock()
+		if n >= lim {
+			c.srv.stats.listenerFull.Add(1)
+			return c.refuse(c.version, packet.QuotaExceeded, packet.ConnRefusedServerUnavailable, "listener connection limit reached")
+		}
 	}
 	if c.srv.auth != nil {
 		var remote netip.Addr

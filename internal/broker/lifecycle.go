@@ -51,6 +51,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 			s.sessions[c.id] = sess
 		}
 		s.clients[c] = struct{}{}
+		s.listenerConns[c.listener]++
 		sess.mu.Lock()
 		s.mu.Unlock()
 

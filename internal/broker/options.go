@@ -91,6 +91,25 @@ type Options struct {
 	// MaxSubscriptionsPerClient caps subscriptions per session (0 = no cap).
 	MaxSubscriptionsPerClient int
 
+	// Listeners holds per-listener limits, by listener name.
+	Listeners map[string]ListenerLimits
+
+	// ConnectionRate limits new connections per source address (per
+	// second, with ConnectionBurst); 0 = no limit. A client over it is
+	// refused with CONNACK 0x9F (v5) or 0x03 (v3).
+	ConnectionRate  float64
+	ConnectionBurst int
+
+	// PublishRate (messages per second, burst PublishBurst) and
+	// PublishByteRate (bytes per second, burst PublishByteBurst) limit what
+	// one client may publish; 0 = no limit. Messages over the limit are
+	// dropped and counted; MQTT 5 clients get PUBACK/PUBREC 0x97 (Quota
+	// exceeded) for QoS 1/2.
+	PublishRate      float64
+	PublishBurst     int
+	PublishByteRate  float64
+	PublishByteBurst int
+
 	// Store keeps sessions, their messages and retained messages durable
 	// across restarts; nil keeps everything in memory only. Call
 	// Server.Restore before serving to load what it holds.

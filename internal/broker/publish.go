@@ -97,6 +97,22 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 		return nil
 	}
 
+	if !c.allowPublish(len(body)) {
+		c.srv.stats.droppedRateLimited.Add(1)
+		id := p.PacketID
+		code := packet.Success
+		if v5 {
+			code = packet.QuotaExceeded
+		}
+		switch p.QoS {
+		case 1:
+			c.tx.then(func() { c.sendAck(packet.PUBACK, id, code) })
+		case 2:
+			c.tx.then(func() { c.sendAck(packet.PUBREC, id, code) })
+		}
+		return nil
+	}
+
 	m := newMessage(p, name, c.id, time.Now())
 	if len(m.Props.User) > 0 {
 		m.Props.User = slices.Clone(m.Props.User) // p is reused

@@ -95,6 +95,9 @@ type Server struct {
 	listeners []net.Listener
 	wg        sync.WaitGroup // accept loops and connections
 
+	connRate      *connRateLimiter
+	listenerConns map[string]int // connected clients per listener, guarded by mu
+
 	online atomic.Int64
 	conns  atomic.Int64
 	quit   chan struct{}
@@ -108,15 +111,17 @@ func New(opts Options, log *slog.Logger, auth Auth) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		opts:     opts,
-		log:      log,
-		auth:     auth,
-		index:    topic.NewIndex[*session](),
-		retained: topic.NewRetained[*Message](),
-		sessions: make(map[string]*session),
-		clients:  make(map[*client]struct{}),
-		quit:     make(chan struct{}),
-		store:    opts.Store,
+		opts:          opts,
+		log:           log,
+		auth:          auth,
+		index:         topic.NewIndex[*session](),
+		retained:      topic.NewRetained[*Message](),
+		sessions:      make(map[string]*session),
+		clients:       make(map[*client]struct{}),
+		quit:          make(chan struct{}),
+		store:         opts.Store,
+		connRate:      &connRateLimiter{rate: opts.ConnectionRate, burst: float64(max(opts.ConnectionBurst, 1))},
+		listenerConns: make(map[string]int),
 	}
 	s.wg.Add(1)
 	go s.housekeeping()
@@ -185,6 +190,9 @@ func (s *Server) ServeConn(conn net.Conn, listener string) {
 	s.conns.Add(1)
 	s.stats.connectionsTotal.Add(1)
 	c := newClient(s, conn, listener)
+	if ap, err := netip.ParseAddrPort(c.remote); err == nil && !s.connRate.allow(ap.Addr().Unmap(), time.Now()) {
+		c.rateLimited = true
+	}
 	go func() {
 		defer s.wg.Done()
 		c.serve()

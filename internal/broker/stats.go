@@ -30,6 +30,9 @@ type Stats struct {
 	willsPublished       atomic.Uint64
 	sharedRedispatched   atomic.Uint64
 	storeErrors          atomic.Uint64
+	droppedRateLimited   atomic.Uint64
+	connRateRefused      atomic.Uint64
+	listenerFull         atomic.Uint64
 
 	receivedByQoS [3]atomic.Uint64
 	sentByQoS     [3]atomic.Uint64
@@ -49,7 +52,7 @@ type Snapshot struct {
 	DroppedQueueFull, DroppedExpired, DroppedSlowConsumer, DroppedOffline                    uint64
 	DroppedTooLarge, DroppedNotAuthorized, DroppedSessionEnd                                 uint64
 	SlowConsumers, SessionsExpired, WillsPublished, SharedRedispatched                       uint64
-	StoreErrors                                                                              uint64
+	StoreErrors, DroppedRateLimited, ConnectionRateRefused, ListenerFull                     uint64
 
 	ReceivedByQoS, SentByQoS [3]uint64
 	// MalformedByType is indexed by packet type (1..15; 0 = unknown).
@@ -74,10 +77,13 @@ func (s *Stats) Snapshot() Snapshot {
 		DroppedTooLarge: s.droppedTooLarge.Load(), DroppedNotAuthorized: s.droppedNotAuthorized.Load(),
 		DroppedSessionEnd: s.droppedSessionEnd.Load(), SlowConsumers: s.slowConsumers.Load(),
 		SessionsExpired: s.sessionsExpired.Load(), WillsPublished: s.willsPublished.Load(),
-		SharedRedispatched:  s.sharedRedispatched.Load(),
-		StoreErrors:         s.storeErrors.Load(),
-		DisconnectsByReason: make(map[byte]uint64),
-		Latency:             s.latency.snapshot(),
+		SharedRedispatched:    s.sharedRedispatched.Load(),
+		StoreErrors:           s.storeErrors.Load(),
+		DroppedRateLimited:    s.droppedRateLimited.Load(),
+		ConnectionRateRefused: s.connRateRefused.Load(),
+		ListenerFull:          s.listenerFull.Load(),
+		DisconnectsByReason:   make(map[byte]uint64),
+		Latency:               s.latency.snapshot(),
 	}
 	for i := range s.receivedByQoS {
 		sn.ReceivedByQoS[i] = s.receivedByQoS[i].Load()
