@@ -126,6 +126,12 @@ func TestValidString(t *testing.T) {
 		{"\uFFFF", false},
 		{"\U0001FFFF", false},
 		{"\U0010FFFE", false},
+		{"0123456789 ~!@#$%^&*()_+{}|:<>?`-=[];',./AZaz", true},
+		{"abcdefgh\x7Fijklmnop", false},
+		{"abcdefghijklmno\x1F", false},
+		{"abcdefgh\x00ijklmnop", false},
+		{"abcdefgh\u00e9ijklmnop\u0085qrstuvwx", false},
+		{"abcdefgh\u00e9ijklmnop\u00a0qrstuvwx", true},
 	} {
 		if got := ValidString(tc.s); got != tc.ok {
 			t.Errorf("ValidString(%q) = %v, want %v", tc.s, got, tc.ok)

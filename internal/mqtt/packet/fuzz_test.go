@@ -277,7 +277,8 @@ func FuzzFixedHeader(f *testing.F) {
 func FuzzValidString(f *testing.F) {
 	for _, s := range []string{"", "a/b", "\x00", "\x01", "\x1F", "\x7F", "\u0080", "\u009F", "\u00A0", "\uD7FF",
 		"\xED\xA0\x80", "\uFDD0", "\uFDEF", "\uFDF0", "\uFFFD", "\uFFFE", "\uFFFF", "\U0001FFFE", "\U0010FFFF",
-		"\xF4\x90\x80\x80", "\xC0\xAF", "\xE0\x80\xAF", "A\U0002A6D4", "\xFF"} {
+		"\xF4\x90\x80\x80", "\xC0\xAF", "\xE0\x80\xAF", "A\U0002A6D4", "\xFF",
+		"abcdefgh\x7Fijklmnop", "abcdefghijklmno\x1F", "~ ~ ~ ~ ~ ~ ~ ~ \u00e9~ ~ ~ ~ ~ ~ ~ ~\x00"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -28,7 +28,22 @@ import (
 // instead: a payload is character data, not an MQTT string, so tabs and
 // newlines are fine there.
 func ValidString(s string) bool {
+	const lsb, msb = 0x0101010101010101, 0x8080808080808080
 	for i := 0; i < len(s); {
+		// Fast path: eight printable ASCII bytes (0x20..0x7E) at a time.
+		for i+8 <= len(s) {
+			t := s[i : i+8]
+			x := uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
+				uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
+			del := x ^ 0x7F*lsb // a zero byte where x has 0x7F
+			if x&msb != 0 || (x-0x20*lsb)&^x&msb != 0 || (del-lsb)&^del&msb != 0 {
+				break
+			}
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c < 0x20 || c == 0x7F {
