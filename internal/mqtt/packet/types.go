@@ -31,6 +31,10 @@
 //     identifier not valid for the packet type a Malformed Packet), while
 //     duplicates stay ProtocolError.
 //
+// Decoders reset the struct they fill but reuse the capacity of its slices
+// (Props.User, Props.SubscriptionIdentifiers, Subs, Filters), so a slice kept
+// beyond the next decode into the same struct must be copied first.
+//
 // Strings are checked by ValidString. Encoders never validate: they write
 // what they are given.
 package packet
