@@ -104,7 +104,7 @@ func TestACLMosquittoSemantics(t *testing.T) {
 		// alice's section.
 		{"alice", "c1", pub, "alice/a", true},
 		{"alice", "c1", rcv, "alice/a/b", true},
-		{"alice", "c1", pub, "alice", true}, // "alice/#" matches the parent level
+		{"alice", "c1", pub, "alice", true},         // "alice/#" matches the parent level
 		{"alice", "c1", pub, "alice/secret", false}, // "alice/secret/#" matches its parent
 		{"alice", "c1", pub, "alice/secretive", true},
 		{"alice", "c1", pub, "alice/secret/x", false}, // deny wins
