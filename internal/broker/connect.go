@@ -48,6 +48,11 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 				return c.refuse(v, 0, packet.ConnRefusedProtocolVersion, pe.Msg)
 			}
 			return c.refuse(packet.V5, packet.UnsupportedProtocolVersion, 0, pe.Msg)
+		case cp.ProtocolVersion == packet.V5 && pe.Payload:
+			// A malformed payload field (client identifier, user name,
+			// password, will): closed without CONNACK, as Mosquitto does;
+			// [MQTT-3.1.4-1] allows either.
+			return &refusedError{why: pe.Msg}
 		case cp.ProtocolVersion == packet.V5:
 			// v5: CONNACK with the reason code, then close [MQTT-3.1.4-1].
 			return c.refuse(packet.V5, pe.Code, 0, pe.Msg)

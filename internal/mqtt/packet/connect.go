@@ -99,7 +99,7 @@ func (p *Connect) decode(flags byte, body []byte) *Error {
 		}
 	}
 	if p.ClientID, err = r.string("CONNECT client identifier"); err != nil {
-		return err
+		return inPayload(err)
 	}
 	badWillPayload := false
 	if p.WillFlag {
@@ -109,25 +109,25 @@ func (p *Connect) decode(flags byte, body []byte) *Error {
 			}
 		}
 		if p.WillTopic, err = r.string("CONNECT will topic"); err != nil {
-			return err
+			return inPayload(err)
 		}
 		if p.WillTopic == "" || hasWildcard(p.WillTopic) {
 			return Errorf(ProtocolError, "CONNECT: will topic %q is not a valid topic name", p.WillTopic)
 		}
 		if p.WillPayload, err = r.binary("CONNECT will payload"); err != nil {
-			return err
+			return inPayload(err)
 		}
 		badWillPayload = p.WillProps.Has(PropPayloadFormatIndicator) && p.WillProps.PayloadFormatIndicator == 1 &&
 			!utf8.Valid(p.WillPayload)
 	}
 	if p.UsernameFlag {
 		if p.Username, err = r.string("CONNECT user name"); err != nil {
-			return err
+			return inPayload(err)
 		}
 	}
 	if p.PasswordFlag {
 		if p.Password, err = r.binary("CONNECT password"); err != nil {
-			return err
+			return inPayload(err)
 		}
 	}
 	if err := r.end("CONNECT"); err != nil {
@@ -295,4 +295,11 @@ func (p *Connack) Append(dst []byte, version byte) []byte {
 		dst = p.Props.Append(dst)
 	}
 	return dst
+}
+
+// inPayload marks an error found while reading a CONNECT payload field
+// (client identifier, will, user name, password).
+func inPayload(e *Error) *Error {
+	e.Payload = true
+	return e
 }

@@ -334,6 +334,10 @@ type Auth struct {
 type Error struct {
 	Code byte
 	Msg  string
+	// Payload is set when the error is in a CONNECT payload field (a
+	// missing or malformed client identifier, will, user name or
+	// password) rather than in the header or properties.
+	Payload bool
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (0x%02X)", e.Msg, e.Code) }
