@@ -25,7 +25,18 @@ type Config struct {
 	Listeners       []listener.Config `yaml:"listeners"`
 	MQTT            MQTT              `yaml:"mqtt"`
 	Auth            Auth              `yaml:"auth"`
+	Store           Store             `yaml:"store"`
 	ShutdownTimeout time.Duration     `yaml:"shutdown_timeout"`
+}
+
+// Store configures durable state.
+type Store struct {
+	// Mode is "pebble" (durable, in DataDir) or "memory" (nothing
+	// survives a restart).
+	Mode         string        `yaml:"mode"`
+	DataDir      string        `yaml:"data_dir"`
+	Sync         string        `yaml:"sync"` // always or interval
+	SyncInterval time.Duration `yaml:"sync_interval"`
 }
 
 // Log configures logging.
@@ -104,6 +115,7 @@ func Default() *Config {
 			ConnectTimeout:          10 * time.Second,
 		},
 		Auth:            Auth{AllowAnonymous: true},
+		Store:           Store{Mode: "pebble", DataDir: "./data", Sync: "always", SyncInterval: time.Second},
 		ShutdownTimeout: 5 * time.Second,
 	}
 }
@@ -217,6 +229,26 @@ func (c *Config) Validate() error {
 	}
 	if m.MaxKeepAlive == 0 {
 		return errors.New("mqtt.max_keepalive: must be at least 1 (65535 = no cap)")
+	}
+	switch c.Store.Mode {
+	case "pebble":
+		if c.Store.DataDir == "" {
+			return errors.New("store.data_dir: required with mode pebble")
+		}
+	case "memory":
+	default:
+		return fmt.Errorf("store.mode: %q is not pebble or memory", c.Store.Mode)
+	}
+	switch c.Store.Sync {
+	case "always", "interval":
+	default:
+		return fmt.Errorf("store.sync: %q is not always or interval", c.Store.Sync)
+	}
+	if c.Store.SyncInterval <= 0 {
+		return errors.New("store.sync_interval: must be positive")
+	}
+	if m.MaxQueuedMessages+m.MaxInflight > 65535 {
+		return fmt.Errorf("mqtt.max_queued_messages + mqtt.max_inflight = %d: at most 65535 (queued QoS 1/2 messages hold a packet identifier)", m.MaxQueuedMessages+m.MaxInflight)
 	}
 	for i, r := range c.Auth.ACL {
 		switch r.Access {

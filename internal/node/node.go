@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/isobar-mq/isobar/internal/broker"
 	"github.com/isobar-mq/isobar/internal/config"
 	"github.com/isobar-mq/isobar/internal/listener"
+	"github.com/isobar-mq/isobar/internal/store"
 )
 
 // Node is a running broker with its listeners.
@@ -19,8 +21,11 @@ type Node struct {
 	Server    *broker.Server
 	Listeners []listener.Listener
 	Auth      *Security
+	Store     *store.PebbleStore // nil in memory mode
 	log       *slog.Logger
 	done      chan struct{}
+	stopOnce  sync.Once
+	stopErr   error
 }
 
 // Start builds and starts a node from a configuration.
@@ -33,8 +38,30 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	if sec != nil {
 		a = sec
 	}
-	srv := broker.New(cfg.BrokerOptions(), log, a)
-	n := &Node{Server: srv, Auth: sec, log: log, done: make(chan struct{})}
+	opts := cfg.BrokerOptions()
+	var st *store.PebbleStore
+	if cfg.Store.Mode == "pebble" {
+		st, err = store.Open(store.Options{
+			Dir: cfg.Store.DataDir, Sync: store.SyncPolicy(cfg.Store.Sync),
+			SyncInterval: cfg.Store.SyncInterval, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		opts.Store = st
+		log.Info("durable store open", "data_dir", cfg.Store.DataDir, "sync", cfg.Store.Sync)
+	} else {
+		log.Warn("store mode is memory: sessions, queued and retained messages do not survive a restart")
+	}
+	srv := broker.New(opts, log, a)
+	if err := srv.Restore(); err != nil {
+		_ = srv.Shutdown(context.Background())
+		if st != nil {
+			_ = st.Close()
+		}
+		return nil, fmt.Errorf("restoring state: %w", err)
+	}
+	n := &Node{Server: srv, Auth: sec, Store: st, log: log, done: make(chan struct{})}
 	for _, lc := range cfg.Listeners {
 		l, err := listener.New(lc, log)
 		if err != nil {
@@ -42,6 +69,9 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 				_ = prev.Close()
 			}
 			_ = srv.Shutdown(context.Background())
+			if st != nil {
+				_ = st.Close()
+			}
 			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
 		n.Listeners = append(n.Listeners, l)
@@ -76,8 +106,17 @@ func (n *Node) Reload() {
 }
 
 // Stop shuts the node down gracefully.
+// Calling it again returns the first result.
 func (n *Node) Stop(ctx context.Context) error {
-	return n.Server.Shutdown(ctx)
+	n.stopOnce.Do(func() {
+		n.stopErr = n.Server.Shutdown(ctx)
+		if n.Store != nil {
+			if err := n.Store.Close(); err != nil && n.stopErr == nil {
+				n.stopErr = err
+			}
+		}
+	})
+	return n.stopErr
 }
 
 // netListener adapts listener.Listener to net.Listener.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,10 @@ func RunNode(t testing.TB, yamlConfig string) *node.Node {
 	cfg, err := config.Parse([]byte(yamlConfig))
 	if err != nil {
 		t.Fatalf("RunNode: config: %v", err)
+	}
+	if !strings.Contains(yamlConfig, "store:") {
+		// Tests run in memory unless they configure a store.
+		cfg.Store.Mode = "memory"
 	}
 	var w io.Writer = io.Discard
 	level := slog.LevelInfo
