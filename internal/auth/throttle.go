@@ -10,12 +10,14 @@ import (
 // ThrottleConfig configures the per-source-address authentication failure
 // throttle. Zero fields take the documented defaults.
 //
-// Each source (an IPv4 address, or the /64 of an IPv6 address, since one
-// host commonly controls a whole /64) may fail Threshold times without
-// penalty. After that, each further failure sets a delay of BaseDelay,
-// doubling per failure up to MaxDelay, that must pass before the next
-// attempt from that source is processed: Throttle.Delay returns the time
-// remaining. A source is forgotten Window after its last failure.
+// Sources are IPv4 addresses, or the /64 of an IPv6 address (one host
+// commonly controls a whole /64). The first Threshold-1 failures of a
+// source cost nothing. The Threshold-th failure, and every one after it,
+// sets a delay that must pass (counted from that failure) before the next
+// attempt from the source is processed: BaseDelay, doubling with each
+// further failure, capped at MaxDelay. Throttle.Delay returns the time
+// remaining. Concurrent attempts do not help an attacker: each failure
+// doubles the delay. A source is forgotten Window after its last failure.
 // Successful logins do not reset the count, so one valid account cannot be
 // used to launder guesses at others. At most MaxEntries sources are
 // tracked; beyond that the least recently failed one is evicted.
