@@ -16,6 +16,7 @@ import (
 
 	"github.com/isobar-mq/isobar/internal/broker"
 	"github.com/isobar-mq/isobar/internal/listener"
+	"github.com/isobar-mq/isobar/internal/web"
 )
 
 // Config is the whole configuration file.
@@ -27,6 +28,10 @@ type Config struct {
 	Auth            Auth              `yaml:"auth"`
 	Store           Store             `yaml:"store"`
 	ShutdownTimeout time.Duration     `yaml:"shutdown_timeout"`
+	// HTTP is the console, REST API, /metrics and health listener.
+	HTTP web.Config `yaml:"http"`
+	// SysInterval is the $SYS/broker/... update interval (0 disables).
+	SysInterval time.Duration `yaml:"sys_interval"`
 }
 
 // Store configures durable state.
@@ -117,6 +122,8 @@ func Default() *Config {
 		Auth:            Auth{AllowAnonymous: true},
 		Store:           Store{Mode: "pebble", DataDir: "./data", Sync: "always", SyncInterval: time.Second},
 		ShutdownTimeout: 5 * time.Second,
+		HTTP:            web.DefaultConfig(),
+		SysInterval:     10 * time.Second,
 	}
 }
 
@@ -249,6 +256,12 @@ func (c *Config) Validate() error {
 	}
 	if m.MaxQueuedMessages+m.MaxInflight > 65535 {
 		return fmt.Errorf("mqtt.max_queued_messages + mqtt.max_inflight = %d: at most 65535 (queued QoS 1/2 messages hold a packet identifier)", m.MaxQueuedMessages+m.MaxInflight)
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		return err
+	}
+	if c.SysInterval < 0 {
+		return errors.New("sys_interval: must not be negative (0 disables $SYS)")
 	}
 	for i, r := range c.Auth.ACL {
 		switch r.Access {
