@@ -155,12 +155,18 @@ func (c *client) sendAck(t packet.Type, id uint16, reason byte) {
 	c.omu.Unlock()
 }
 
+// Results of sendPublish.
+const (
+	sendOK      = iota
+	sendTooBig  // over the client's Maximum Packet Size: dropped [MQTT-3.1.2-25]
+	sendNotSent // the connection is closing: nothing was written
+)
+
 // sendPublish encodes a delivery to this client. id is the packet
-// identifier for QoS > 0. It returns false when the packet exceeds the
-// client's Maximum Packet Size and was dropped [MQTT-3.1.2-25].
+// identifier for QoS > 0.
 //
 // Called with the session lock held (lock order session.mu → client.omu).
-func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) bool {
+func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) int {
 	m := d.msg
 	p := packet.Publish{
 		Dup:      dup,
@@ -183,11 +189,11 @@ func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) bool {
 	c.omu.Lock()
 	defer c.omu.Unlock()
 	if c.closing || c.flushDead {
-		return true // the session keeps QoS>0 in flight for resend
+		return sendNotSent
 	}
 	if d.qos == 0 && c.pending > c.srv.opts.MaxPendingBytes {
 		c.srv.stats.droppedSlow.Add(1)
-		return true
+		return sendOK
 	}
 	if c.version >= packet.V5 && c.aliasOutMax > 0 {
 		if a, ok := c.aliasOut[m.Topic]; ok {
@@ -214,7 +220,7 @@ func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) bool {
 				}
 			}
 			c.srv.stats.droppedTooLarge.Add(1)
-			return false
+			return sendTooBig
 		}
 	}
 	before := len(c.obuf)
@@ -235,7 +241,7 @@ func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) bool {
 		c.srv.stats.latency.observe(now - m.Received)
 	}
 	c.addedLocked(n)
-	return true
+	return sendOK
 }
 
 // serve runs the connection until it closes.

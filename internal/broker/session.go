@@ -197,16 +197,22 @@ func (s *session) drainLocked() {
 			c.sendPublish(&m.d, 0, false, now)
 			continue
 		}
-		m.state = outPublished
-		s.sent++
-		if !c.sendPublish(&m.d, m.id, m.resend, now) {
-			// Too large for this client: dropped as if delivered
-			// [MQTT-3.1.2-25].
-			s.sent--
+		switch c.sendPublish(&m.d, m.id, m.resend, now) {
+		case sendOK:
+			m.state = outPublished
+			s.sent++
+		case sendTooBig:
+			// Dropped as if delivered [MQTT-3.1.2-25].
 			delete(s.msgs, m.id)
 			s.forget(m)
+		case sendNotSent:
+			// The connection is closing: the message stays queued,
+			// delivery has not started.
+			n--
+			goto done
 		}
 	}
+done:
 	if n > 0 {
 		clear(s.queue[:n])
 		s.queue = s.queue[n:]
@@ -255,7 +261,7 @@ func (s *session) resendLocked() {
 			c.sendAck(packet.PUBREL, m.id, packet.Success)
 			continue
 		}
-		if !c.sendPublish(&m.d, m.id, true, now) {
+		if c.sendPublish(&m.d, m.id, true, now) == sendTooBig {
 			delete(s.msgs, m.id)
 			s.sent--
 			s.forget(m)

@@ -287,7 +287,7 @@ var decodeCases = []struct {
 	{"PUBLISH payload format 0 binary", V5, "30 08 0001 70 02 0100 C3 28", -1},
 	{"PUBLISH payload format 2", V5, "32 13 0005 746F706963 1234 02 0102 7061796C6F6164", int(ProtocolError)},
 	{"PUBLISH duplicate payload format", V5, "32 15 0005 746F706963 1234 04 0101 0101 7061796C6F6164", int(ProtocolError)},
-	{"PUBLISH topic alias 0", V5, "30 08 0001 70 03 230000 70", int(ProtocolError)},
+	{"PUBLISH topic alias 0", V5, "30 08 0001 70 03 230000 70", int(TopicAliasInvalid)}, // [MQTT-3.3.2-8],
 	{"PUBLISH duplicate topic alias", V5, "32 17 0005 746F706963 1234 06 230001 230002 7061796C6F6164", int(ProtocolError)},
 	{"PUBLISH subscription identifier 0", V5, "32 13 0005 746F706963 1234 02 0B00 7061796C6F6164", int(ProtocolError)},
 	{"PUBLISH subscription identifier overlong", V5, "32 14 0005 746F706963 1234 03 0B8000 7061796C6F6164", int(MalformedPacket)},

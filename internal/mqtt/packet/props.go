@@ -345,9 +345,15 @@ func checkProp(ctx propCtx, id, b8 byte, u16 uint16, u32 uint32, s string, prese
 		if b8 > 1 {
 			return Errorf(code, "%s: %s value %d is not 0 or 1", ctx, propName(id), b8)
 		}
-	case PropReceiveMaximum, PropTopicAlias:
+	case PropReceiveMaximum:
 		if u16 == 0 {
 			return Errorf(code, "%s: %s is 0", ctx, propName(id))
+		}
+	case PropTopicAlias:
+		// [MQTT-3.3.2-8]: a Topic Alias of 0 is not permitted; 0x94 (Topic
+		// Alias invalid) names the fault exactly.
+		if u16 == 0 && ctx.allowed()&(1<<id) != 0 {
+			return Errorf(TopicAliasInvalid, "%s: %s is 0", ctx, propName(id))
 		}
 	case PropMaximumPacketSize, PropSubscriptionIdentifier:
 		if u32 == 0 {
