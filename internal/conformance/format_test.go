@@ -136,7 +136,7 @@ func TestLoadDeviations(t *testing.T) {
 			t.Errorf("%q: %v, %v", empty, devs, err)
 		}
 	}
-	devs, err = LoadDeviations(write(`# header
+	devs, err := LoadDeviations(write(`# header
 - case: "PUBLISH.json:v5.0   PUBLISH 30 topic alias > max topic alias"
   reason: "[MQTT-3.2.2-17] ..."
 - case: "CONNECT.json:v3.1.1 CONNECT x"
