@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -282,12 +283,28 @@ func (a *Authenticator) authenticate(user string, hasUser bool, password []byte,
 func (a *Authenticator) ACL() *ACL { return a.state.Load().acl }
 
 // CanPublish reports whether the client may publish (or set a will) on
-// topic. Read-only clients never may.
+// topic. Read-only clients never may. As in Mosquitto, and whether or not
+// ACLs are configured, no client may publish to a topic beginning with
+// "$SYS" (except "$SYS/broker/connection/+/state", which bridges use) or
+// with "$share".
 func (a *Authenticator) CanPublish(id Identity, clientID, topic string) bool {
-	if id.ReadOnly {
+	if id.ReadOnly || reservedForPublish(topic) {
 		return false
 	}
 	return a.state.Load().acl.CanPublish(id.aclUser(), clientID, topic)
+}
+
+var bridgeStateFilter = []string{"$SYS", "broker", "connection", "+", "state"}
+
+// reservedForPublish mirrors Mosquitto's acl__check_dollar for writes.
+func reservedForPublish(topic string) bool {
+	switch {
+	case strings.HasPrefix(topic, "$SYS"):
+		return !matchLevels(bridgeStateFilter, topic)
+	case strings.HasPrefix(topic, "$share"):
+		return true
+	}
+	return false
 }
 
 // CanSubscribe reports whether the client may subscribe to filter (see

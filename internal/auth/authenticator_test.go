@@ -166,6 +166,29 @@ func TestAuthenticatorACL(t *testing.T) {
 	if res != ResultOK || !b.CanPublish(id, "c", "any/thing") || !b.CanSubscribe(id, "c", "#") || !b.CanReceive(id, "c", "$SYS/x") || b.ACL() != nil {
 		t.Error("no ACL should allow everything")
 	}
+	// Reserved $ topics are never writable, ACL or not (Mosquitto's
+	// acl__check_dollar), except the bridge state topic.
+	f2 := newAuthFixture(t)
+	c := f2.new(t, Config{ACL: ACLConfig{Rules: []Rule{{Topic: "#"}, {Topic: "$SYS/#"}, {Topic: "$share/#"}, {Topic: "$SYSTEM/#"}, {Topic: "$other/#"}}}, AllowAnonymous: true})
+	for _, auth := range []*Authenticator{b, c} {
+		for topic, want := range map[string]bool{
+			"$SYS/broker/uptime":                 false,
+			"$SYS":                               false,
+			"$SYSTEM/x":                          false,
+			"$share/g/x":                         false,
+			"$SYS/broker/connection/br1/state":   true,
+			"$SYS/broker/connection/br1/state/x": false,
+			"$other/x":                           true,
+			"plain/topic":                        true,
+		} {
+			if got := auth.CanPublish(id, "c", topic); got != want {
+				t.Errorf("CanPublish(%q) = %v, want %v", topic, got, want)
+			}
+		}
+		if !auth.CanReceive(id, "c", "$SYS/broker/uptime") {
+			t.Error("$SYS read refused")
+		}
+	}
 }
 
 func TestReadOnlyRole(t *testing.T) {

@@ -24,7 +24,8 @@
 // session and pass it, with the client identifier in use, to CanPublish
 // (PUBLISH and the will), CanSubscribe (each SUBSCRIBE filter; refuse with
 // reason code 0x87 / 0x80) and CanReceive (every delivery, retained
-// messages included). After Reload, Mosquitto also disconnects clients
+// messages included). Authenticator.CanPublish also refuses writes to
+// "$SYS..." and "$share..." topics as Mosquitto does. After Reload, Mosquitto also disconnects clients
 // whose credentials no longer verify; that needs the broker's session list
 // and is left to the broker.
 //
