@@ -16,10 +16,13 @@
 package metrics
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,7 +45,8 @@ type Collector struct {
 	start   time.Time
 
 	mu      sync.Mutex
-	accepts map[string]*atomic.Uint64
+	accepts map[string]*acceptState
+	order   []string
 
 	descs descs
 }
@@ -63,7 +67,7 @@ func newDesc(name, help string, labels ...string) *prometheus.Desc {
 // New returns a collector for srv. version is reported by
 // isobar_build_info.
 func New(srv *broker.Server, version string) *Collector {
-	c := &Collector{srv: srv, version: version, start: time.Now(), accepts: make(map[string]*atomic.Uint64)}
+	c := &Collector{srv: srv, version: version, start: time.Now(), accepts: make(map[string]*acceptState)}
 	c.descs = descs{
 		buildInfo:          newDesc("build_info", "Always 1; labels give the broker version, node name and Go version.", "version", "node", "goversion"),
 		startTime:          newDesc("start_time_seconds", "Unix time the broker started."),
@@ -106,49 +110,93 @@ func NewRegistry(c *Collector) *prometheus.Registry {
 	return reg
 }
 
+// acceptState counts a listener's accepted connections and tracks whether
+// its accept loop runs.
+type acceptState struct {
+	n     atomic.Uint64
+	state atomic.Int32 // listenerStarting, listenerAccepting, listenerClosed
+}
+
+const (
+	listenerStarting int32 = iota
+	listenerAccepting
+	listenerClosed
+)
+
 // Accepted returns the number of connections accepted on a listener
 // wrapped by WrapListener.
 func (c *Collector) Accepted(listener string) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n := c.accepts[listener]; n != nil {
-		return n.Load()
+	if a := c.accepts[listener]; a != nil {
+		return a.n.Load()
 	}
 	return 0
 }
 
-func (c *Collector) acceptCounter(name string) *atomic.Uint64 {
+// ListenersUp returns nil when every wrapped listener's accept loop is
+// running, else an error naming those that are not (yet, or any more).
+// It backs the node's /readyz.
+func (c *Collector) ListenersUp() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := c.accepts[name]
-	if n == nil {
-		n = new(atomic.Uint64)
-		c.accepts[name] = n
+	var down []string
+	for _, name := range c.order {
+		switch c.accepts[name].state.Load() {
+		case listenerStarting:
+			down = append(down, name+" (starting)")
+		case listenerClosed:
+			down = append(down, name+" (closed)")
+		}
 	}
-	return n
+	if len(down) > 0 {
+		return fmt.Errorf("listeners not accepting: %s", strings.Join(down, ", "))
+	}
+	return nil
+}
+
+func (c *Collector) acceptCounter(name string) *acceptState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := c.accepts[name]
+	if a == nil {
+		a = new(acceptState)
+		c.accepts[name] = a
+		c.order = append(c.order, name)
+	}
+	return a
 }
 
 // WrapListener returns l counting its accepted connections under name for
-// isobar_connections_accepted_total (one atomic add per accept). A nil
-// Collector returns l unchanged.
+// isobar_connections_accepted_total (one atomic add per accept) and
+// tracking whether it accepts (ListenersUp). A nil Collector returns l
+// unchanged.
 func (c *Collector) WrapListener(l net.Listener, name string) net.Listener {
 	if c == nil {
 		return l
 	}
-	return &countingListener{Listener: l, n: c.acceptCounter(name)}
+	return &countingListener{Listener: l, a: c.acceptCounter(name)}
 }
 
 type countingListener struct {
 	net.Listener
-	n *atomic.Uint64
+	a *acceptState
 }
 
 func (l *countingListener) Accept() (net.Conn, error) {
+	l.a.state.CompareAndSwap(listenerStarting, listenerAccepting)
 	conn, err := l.Listener.Accept()
 	if err == nil {
-		l.n.Add(1)
+		l.a.n.Add(1)
+	} else if errors.Is(err, net.ErrClosed) {
+		l.a.state.Store(listenerClosed)
 	}
 	return conn, err
+}
+
+func (l *countingListener) Close() error {
+	l.a.state.Store(listenerClosed)
+	return l.Listener.Close()
 }
 
 // Describe implements prometheus.Collector.
@@ -198,8 +246,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	// idle, so that dashboards and alerts see 0 rather than no data.
 	conns := c.srv.ConnectionsByListenerVersion()
 	c.mu.Lock()
-	for name, n := range c.accepts {
-		counter(d.accepted, n.Load(), name)
+	for name, a := range c.accepts {
+		counter(d.accepted, a.n.Load(), name)
 		for _, v := range protocolVersions {
 			k := broker.ListenerVersion{Listener: name, Protocol: v}
 			if _, ok := conns[k]; !ok {

@@ -13,7 +13,10 @@ import (
 	"github.com/isobar-mq/isobar/internal/broker"
 	"github.com/isobar-mq/isobar/internal/config"
 	"github.com/isobar-mq/isobar/internal/listener"
+	"github.com/isobar-mq/isobar/internal/metrics"
 	"github.com/isobar-mq/isobar/internal/store"
+	"github.com/isobar-mq/isobar/internal/sys"
+	"github.com/isobar-mq/isobar/internal/web"
 )
 
 // Node is a running broker with its listeners.
@@ -26,6 +29,13 @@ type Node struct {
 	done      chan struct{}
 	stopOnce  sync.Once
 	stopErr   error
+
+	// Metrics is the node's Prometheus collector; HTTP serves it with the
+	// console and API (nil when http is disabled or its default port was
+	// taken). Components add /readyz conditions with HTTP.AddReadyCheck.
+	Metrics *metrics.Collector
+	HTTP    *web.Server
+	sys     *sys.Publisher
 }
 
 // Start builds and starts a node from a configuration.
@@ -77,14 +87,36 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		n.Listeners = append(n.Listeners, l)
 		log.Info("listening", "listener", lc.Name, "protocol", lc.Protocol, "address", l.Addr().String(), "tls", lc.TLS != nil, "proxy_protocol", lc.ProxyProtocol)
 	}
+	n.Metrics = metrics.New(srv, sys.BuildVersion())
 	for _, l := range n.Listeners {
 		go func(l listener.Listener) {
-			if err := srv.Serve(netListener{l}, l.Config().Name); err != nil && !errors.Is(err, net.ErrClosed) {
+			if err := srv.Serve(n.Metrics.WrapListener(netListener{l}, l.Config().Name), l.Config().Name); err != nil && !errors.Is(err, net.ErrClosed) {
 				log.Debug("listener stopped", "listener", l.Config().Name, "err", err)
 			}
 		}(l)
 	}
+	if err := n.startManagement(cfg); err != nil {
+		_ = n.Stop(context.Background())
+		return nil, err
+	}
 	return n, nil
+}
+
+// startManagement starts $SYS publishing and the HTTP listener.
+func (n *Node) startManagement(cfg *config.Config) error {
+	n.sys = sys.Start(n.Server, sys.Options{Interval: cfg.SysInterval, Version: sys.BuildVersion(), Log: n.log})
+	h, err := web.Start(web.Options{
+		Config: cfg.HTTP, Broker: n.Server, Metrics: n.Metrics, Listeners: n.Listeners,
+		Version: sys.BuildVersion(), Settings: cfg, Log: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	n.HTTP = h
+	if h != nil {
+		h.AddReadyCheck("listeners", n.Metrics.ListenersUp)
+	}
+	return nil
 }
 
 // Reload re-reads certificates, password and ACL files (SIGHUP).
@@ -109,7 +141,13 @@ func (n *Node) Reload() {
 // Calling it again returns the first result.
 func (n *Node) Stop(ctx context.Context) error {
 	n.stopOnce.Do(func() {
+		n.sys.Stop()
+		// The broker stops first: meanwhile /readyz answers 503, so load
+		// balancers drain the node.
 		n.stopErr = n.Server.Shutdown(ctx)
+		if err := n.HTTP.Close(ctx); err != nil && n.stopErr == nil {
+			n.stopErr = err
+		}
 		if n.Store != nil {
 			if err := n.Store.Close(); err != nil && n.stopErr == nil {
 				n.stopErr = err

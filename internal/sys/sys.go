@@ -128,7 +128,9 @@ func (p *Publisher) run() {
 
 // publish sends one retained QoS 0 message under Prefix.
 func (p *Publisher) publish(topic, value string) {
-	p.srv.Publish(&broker.Message{Topic: Prefix + topic, Payload: []byte(value), Retain: true})
+	if err := p.srv.Publish(&broker.Message{Topic: Prefix + topic, Payload: []byte(value), Retain: true}); err != nil {
+		p.log.Warn("$SYS publish failed", "topic", Prefix+topic, "err", err)
+	}
 }
 
 // set publishes topic if its value changed since the last update.

@@ -15,8 +15,24 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/isobar-mq/isobar/internal/broker"
-	"github.com/isobar-mq/isobar/internal/testutil"
 )
+
+// checkFor polls f until it returns nil or total has elapsed. (testutil
+// cannot be used here: it imports node, which imports this package.)
+func checkFor(t *testing.T, total time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %v", total, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
@@ -101,7 +117,7 @@ func TestSysTopicsReflectActivity(t *testing.T) {
 			t.Fatal(tok.Error())
 		}
 	}
-	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	checkFor(t, 5*time.Second, func() error {
 		want := map[string]string{
 			"version":                   "isobar version 1.2.3",
 			"clients/connected":         strconv.Itoa(n),
@@ -135,7 +151,7 @@ func TestSysTopicsReflectActivity(t *testing.T) {
 
 	// The persistent client goes away: it stays as a disconnected client.
 	clients[0].Disconnect(50)
-	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	checkFor(t, 5*time.Second, func() error {
 		if g := vals.get("clients/connected"); g != strconv.Itoa(n-1) {
 			return fmt.Errorf("connected %q", g)
 		}
@@ -151,7 +167,7 @@ func TestSysTopicsReflectActivity(t *testing.T) {
 	// Retained: a late subscriber gets the current values at once.
 	late := client(t, addr, "late", true)
 	lv := watch(t, late)
-	testutil.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+	checkFor(t, 2*time.Second, func() error {
 		if lv.get("version") == "" || lv.get("messages/received") != strconv.Itoa(m) {
 			return fmt.Errorf("late subscriber got version %q received %q", lv.get("version"), lv.get("messages/received"))
 		}

@@ -845,7 +845,10 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		m.Props.PayloadFormatIndicator = 1
 		m.Props.Set(packet.PropPayloadFormatIndicator)
 	}
-	b.Publish(m)
+	if err := b.Publish(m); err != nil {
+		writeError(w, http.StatusInternalServerError, "publish failed: %v", err)
+		return
+	}
 	s.log.Info("message published by administrator", "topic", req.Topic, "qos", req.QoS, "retain", req.Retain,
 		"bytes", len(payload), "by", principalFrom(r.Context()).name)
 	writeJSON(w, http.StatusOK, map[string]any{"topic": req.Topic, "qos": req.QoS, "retain": req.Retain, "payload_size": len(payload)})
