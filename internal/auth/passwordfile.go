@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"unicode/utf8"
 )
 
@@ -349,6 +350,10 @@ func (pf *PasswordFile) Save(path string) error {
 }
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
+	// Replace the target of a symlink, not the link itself.
+	if real, rerr := filepath.EvalSymlinks(path); rerr == nil {
+		path = real
+	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -366,6 +371,14 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	}()
 	if err = tmp.Chmod(mode); err != nil {
 		return err
+	}
+	// Keep the owner of an existing file (e.g. the broker's service user)
+	// so that rewriting it as root does not lock the broker out. Best
+	// effort: only root may give a file away.
+	if st, serr := os.Stat(path); serr == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			_ = tmp.Chown(int(sys.Uid), int(sys.Gid))
+		}
 	}
 	if _, err = tmp.Write(data); err != nil {
 		return err

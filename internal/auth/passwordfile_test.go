@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -151,6 +152,36 @@ func TestPasswordFileSetDeleteSave(t *testing.T) {
 	}
 	if !slices.Equal(pf2.Users(), []string{"alice", "carol"}) || !pf2.Verify("carol", []byte("c")) || !pf2.Verify("alice", []byte("new")) {
 		t.Fatalf("reloaded users %v", pf2.Users())
+	}
+	// Saving through a symlink replaces the target and keeps the link;
+	// the owner of an existing file is kept.
+	target := filepath.Join(dir, "real")
+	if err := os.WriteFile(target, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getuid() == 0 {
+		if err := os.Chown(target, 4242, 4343); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := pf.Save(link); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("symlink replaced: %v", err)
+	}
+	if !loadPF(t, link).Verify("carol", []byte("c")) {
+		t.Fatal("content not written through the symlink")
+	}
+	if os.Getuid() == 0 {
+		fi, _ := os.Stat(target)
+		if sys := fi.Sys().(*syscall.Stat_t); sys.Uid != 4242 || sys.Gid != 4343 {
+			t.Errorf("owner not preserved: %d:%d", sys.Uid, sys.Gid)
+		}
 	}
 	// Save into a missing directory fails and leaves nothing behind.
 	if err := pf.Save(filepath.Join(dir, "nodir", "pw")); err == nil {
