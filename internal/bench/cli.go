@@ -32,6 +32,9 @@ Scenarios:
   fanout   --pubs (1) publisher, --subs subscribers on its topic
   shared   --pubs (1) publisher(s), --subs subscribers in one $share group
 
+  compare  run the comparison against Mosquitto and mochi-mqtt
+           (see scripts/bench-compare and isobar-bench compare --help)
+
 Counts cover the whole run, rates and latency the measurement window
 (after --warmup, for --duration). Exit status: 0 clean run, 1 faults seen
 (failed or dropped connections; at QoS > 0 lost, duplicated or reordered
@@ -56,6 +59,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return 0
+	}
+	if args[0] == "compare" {
+		return compareMain(args[1:], stdout, stderr)
 	}
 	fs, opts := newFlagSet(stderr)
 	if err := fs.Parse(args[1:]); err != nil {
@@ -91,7 +97,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	res, err := Run(ctx, cfg, log)
 	if err != nil {
@@ -112,6 +118,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
 type cliOpts struct {
