@@ -118,6 +118,10 @@ type ACLConfig struct {
 	// SubscribeCheck is SubscribeCheckFilter (default, "") or
 	// SubscribeCheckNone.
 	SubscribeCheck string `yaml:"subscribe_check,omitempty"`
+	// Default is what happens when no rule matches: "deny" (default,
+	// Mosquitto's behaviour) or "allow" (only deny rules restrict; useful
+	// to refuse a few topics on an otherwise open broker).
+	Default string `yaml:"default,omitempty"`
 }
 
 // Enabled reports whether c configures any ACL.
@@ -136,6 +140,14 @@ func LoadACL(c ACLConfig) (*ACL, error) {
 	case SubscribeCheckNone:
 	default:
 		return nil, fmt.Errorf("acl: invalid subscribe_check %q (want %q or %q)", c.SubscribeCheck, SubscribeCheckFilter, SubscribeCheckNone)
+	}
+	var defaultAllow bool
+	switch c.Default {
+	case "", "deny":
+	case "allow":
+		defaultAllow = true
+	default:
+		return nil, fmt.Errorf("acl: invalid default %q (want deny or allow)", c.Default)
 	}
 	var (
 		rules []Rule
@@ -162,6 +174,7 @@ func LoadACL(c ACLConfig) (*ACL, error) {
 	}
 	acl.warnings = append(warn, acl.warnings...)
 	acl.subscribeCheck = subCheck
+	acl.defaultAllow = defaultAllow
 	return acl, nil
 }
 
@@ -216,6 +229,7 @@ type ACL struct {
 	// patDeny/patGrant index into patterns.
 	patDeny, patGrant []int
 	subscribeCheck    bool
+	defaultAllow      bool // no matching rule: allow (ACLConfig.Default)
 	warnings          []string
 	rules             int
 }
@@ -450,7 +464,7 @@ func (a *ACL) check(user, clientID string, want Access, topic string, sub bool) 
 		}
 	}
 	if len(a.patterns) == 0 || clientID == "" {
-		return false
+		return a.defaultAllow
 	}
 	// Mosquitto denies clients whose username or client id could inject
 	// wildcards into a pattern.
@@ -477,7 +491,7 @@ func (a *ACL) check(user, clientID string, want Access, topic string, sub bool) 
 			return true
 		}
 	}
-	return false
+	return a.defaultAllow
 }
 
 type subst struct {
