@@ -863,7 +863,7 @@ func redactKey(k string) bool {
 		strings.Contains(k, "token") || strings.Contains(k, "private")
 }
 
-const redacted = "<redacted>"
+const redacted = "[redacted]"
 
 func redact(v any) any {
 	switch x := v.(type) {
