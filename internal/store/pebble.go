@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -376,6 +377,13 @@ func (s *PebbleStore) LoadSessions(fn func(*LoadedSession) error) error {
 		return it.Error()
 	}
 
+	// Records are collected in scratch slices reused across sessions and
+	// then copied into exactly sized slices for the LoadedSession.
+	var (
+		subsBuf []SubscriptionRecord
+		msgsBuf []SeqMessage
+		inbBuf  []uint16
+	)
 	for ; sess.Valid(); sess.Next() {
 		k := sess.Key()
 		v, err := sess.ValueAndErr()
@@ -388,28 +396,31 @@ func (s *PebbleStore) LoadSessions(fn func(*LoadedSession) error) error {
 		}
 		cid := k[1:]
 		ls.Session.ClientID = string(cid)
+		subsBuf = subsBuf[:0]
 		err = advance(subs, cid, func(_, rest, v []byte) error {
-			var sub SubscriptionRecord
-			if err := decodeSubscription(v, &sub); err != nil {
+			subsBuf = append(subsBuf, SubscriptionRecord{})
+			sub := &subsBuf[len(subsBuf)-1]
+			if err := decodeSubscription(v, sub); err != nil {
 				return err
 			}
 			sub.Filter = string(rest)
-			ls.Subscriptions = append(ls.Subscriptions, sub)
 			return nil
 		})
 		if err != nil {
 			return err
 		}
+		msgsBuf = msgsBuf[:0]
 		err = advance(msgs, cid, func(_, rest, v []byte) error {
 			if len(rest) != 8 {
 				return errors.New("malformed message key")
 			}
-			ls.Messages = append(ls.Messages, SeqMessage{Seq: beUint64(rest)})
-			return decodeMessage(v, &ls.Messages[len(ls.Messages)-1].Msg)
+			msgsBuf = append(msgsBuf, SeqMessage{Seq: binary.BigEndian.Uint64(rest)})
+			return decodeMessage(v, &msgsBuf[len(msgsBuf)-1].Msg)
 		})
 		if err != nil {
 			return err
 		}
+		inbBuf = inbBuf[:0]
 		err = advance(inb, cid, func(_, rest, v []byte) error {
 			if len(rest) != 2 {
 				return errors.New("malformed inbound key")
@@ -417,15 +428,24 @@ func (s *PebbleStore) LoadSessions(fn func(*LoadedSession) error) error {
 			if err := decodeInbound(v); err != nil {
 				return err
 			}
-			ls.Inbound = append(ls.Inbound, uint16(rest[0])<<8|uint16(rest[1]))
+			inbBuf = append(inbBuf, binary.BigEndian.Uint16(rest))
 			return nil
 		})
 		if err != nil {
 			return err
 		}
+		ls.Subscriptions = clone(subsBuf)
+		ls.Messages = clone(msgsBuf)
+		ls.Inbound = clone(inbBuf)
 		if err := fn(ls); err != nil {
 			return err
 		}
+		// Do not let one huge session pin a huge scratch buffer.
+		if cap(msgsBuf) > 4096 {
+			msgsBuf = nil
+		}
+		clear(msgsBuf[:cap(msgsBuf)])
+		clear(subsBuf[:cap(subsBuf)])
 	}
 	if err := sess.Error(); err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -444,9 +464,12 @@ func (s *PebbleStore) LoadSessions(fn func(*LoadedSession) error) error {
 	return nil
 }
 
-func beUint64(b []byte) uint64 {
-	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
-		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+// clone returns a copy of s with exactly its length, nil if empty.
+func clone[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return append(make([]T, 0, len(s)), s...)
 }
 
 // LoadRetained calls fn for every retained message, in topic order. fn
