@@ -45,6 +45,7 @@ type client struct {
 	id          string
 	version     byte
 	username    string
+	role        uint8
 	keepAlive   uint16
 	sess        *session
 	sendQuota   int    // max in-flight QoS 1/2 to this client

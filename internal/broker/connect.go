@@ -136,11 +136,20 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 			Password: cp.Password, HasPassword: cp.PasswordFlag,
 			Remote: remote, Listener: c.listener, Conn: c.conn,
 		})
+		if res.Delay > 0 {
+			t := time.NewTimer(res.Delay)
+			select {
+			case <-t.C:
+			case <-c.srv.quit:
+				t.Stop()
+			}
+		}
 		switch res.Result {
 		case AuthOK:
 			if res.Username != "" {
 				cp.Username = res.Username
 			}
+			c.role = res.Role
 		case AuthBadCredentials:
 			c.srv.stats.authFailures.Add(1)
 			c.srv.log.Info("authentication failed", "client", id, "user", cp.Username, "remote", c.remote)
@@ -150,7 +159,7 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 			c.srv.log.Info("connection not authorized", "client", id, "user", cp.Username, "remote", c.remote)
 			return c.refuse(c.version, packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "not authorized")
 		}
-		if will != nil && !c.srv.auth.CanPublish(ClientInfo{ClientID: id, Username: cp.Username, Listener: c.listener}, will.Topic) {
+		if will != nil && !c.srv.auth.CanPublish(ClientInfo{ClientID: id, Username: cp.Username, Listener: c.listener, Role: c.role}, will.Topic) {
 			return c.refuse(c.version, packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "will topic not authorized")
 		}
 	}

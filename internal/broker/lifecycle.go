@@ -59,6 +59,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 		sess.client = c
 		sess.online.Store(true)
 		sess.user.Store(&c.username)
+		sess.role.Store(uint32(c.role))
 		wasPersistent := sess.persistentLocked()
 		sess.expiryInterval = expiry
 		if sess.expiryTimer != nil {
@@ -164,7 +165,7 @@ func (s *Server) detach(c *client, normal bool) {
 		sess.mu.Unlock()
 	}
 	if will != nil {
-		s.publishWill(will, tx)
+		s.publishWill(will, sess.info(), tx)
 	}
 	for _, d := range redispatch {
 		s.dispatchShared(d, sess, tx)
@@ -219,9 +220,10 @@ func (s *Server) endSessionLocked(sess *session, tx *txn) {
 	if will != nil {
 		// Will delay outlasted by the session: published now, outside
 		// s.mu (routing takes session locks).
+		owner := sess.info()
 		go func() {
 			tx := s.newTxn()
-			s.publishWill(will, tx)
+			s.publishWill(will, owner, tx)
 			_ = tx.commit(s)
 		}()
 	}
@@ -260,18 +262,18 @@ func (s *Server) fireWill(sess *session) {
 	}
 	sess.mu.Unlock()
 	if will != nil {
-		s.publishWill(will, tx)
+		s.publishWill(will, sess.info(), tx)
 	}
 	_ = tx.commit(s)
 }
 
-func (s *Server) publishWill(will *Message, tx *txn) {
+func (s *Server) publishWill(will *Message, owner ClientInfo, tx *txn) {
 	m := *will
 	m.Received = time.Now().UnixNano()
 	if m.Props.Has(packet.PropMessageExpiryInterval) {
 		m.Expiry = m.Received + int64(m.Props.MessageExpiryInterval)*int64(time.Second)
 	}
-	if s.auth != nil && !s.auth.CanPublish(ClientInfo{ClientID: m.From}, m.Topic) {
+	if s.auth != nil && !s.auth.CanPublish(owner, m.Topic) {
 		// The will's topic was checked at CONNECT; rules may have changed.
 		s.stats.droppedNotAuthorized.Add(1)
 		return
@@ -334,7 +336,11 @@ func (s *Server) Restore() error {
 		return err
 	}
 	cleanup := s.store.NewBatch()
-	var wills []*Message
+	type ownedWill struct {
+		m     *Message
+		owner ClientInfo
+	}
+	var wills []ownedWill
 	err = s.store.LoadSessions(func(ls *store.LoadedSession) error {
 		r := &ls.Session
 		expiresAt := int64(0)
@@ -352,7 +358,7 @@ func (s *Server) Restore() error {
 			nExpired++
 			cleanup.DeleteSession(r.ClientID)
 			if r.Will != nil {
-				wills = append(wills, messageFromRecord(r.Will))
+				wills = append(wills, ownedWill{messageFromRecord(r.Will), ClientInfo{ClientID: r.ClientID, Username: r.Username}})
 			}
 			return nil
 		}
@@ -435,7 +441,7 @@ func (s *Server) Restore() error {
 	}
 	for _, w := range wills {
 		tx := s.newTxn()
-		s.publishWill(w, tx)
+		s.publishWill(w.m, w.owner, tx)
 		if err := tx.commit(s); err != nil {
 			return err
 		}

@@ -10,7 +10,7 @@ import (
 )
 
 func (c *client) info() ClientInfo {
-	return ClientInfo{ClientID: c.id, Username: c.username, Listener: c.listener}
+	return ClientInfo{ClientID: c.id, Username: c.username, Listener: c.listener, Role: c.role}
 }
 
 func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
@@ -202,7 +202,7 @@ func (s *Server) route(m *Message, sc *routeScratch, tx *txn) int {
 			}
 			continue
 		}
-		if s.auth != nil && !s.auth.CanReceive(ClientInfo{ClientID: sess.id, Username: sess.username()}, m.Topic) {
+		if s.auth != nil && !s.auth.CanReceive(sess.info(), m.Topic) {
 			continue
 		}
 		t := target{sess: sess, d: delivery{msg: m, qos: qos, retain: retain}}

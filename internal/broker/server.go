@@ -56,6 +56,13 @@ type AuthRequest struct {
 type AuthResponse struct {
 	Result   AuthResult
 	Username string
+	// Role carries what the Auth needs later to authorize this client
+	// (e.g. anonymous, read-only); the broker passes it back unchanged in
+	// ClientInfo.
+	Role uint8
+	// Delay, when positive, is waited before answering CONNECT (failed
+	// login throttling): the connection is slowed, nobody else.
+	Delay time.Duration
 }
 
 // ClientInfo identifies a connected client to authorization checks.
@@ -63,6 +70,7 @@ type ClientInfo struct {
 	ClientID string
 	Username string
 	Listener string
+	Role     uint8
 }
 
 // Auth is the security seam: authentication at CONNECT and authorization

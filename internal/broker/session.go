@@ -55,6 +55,7 @@ type session struct {
 
 	online atomic.Bool            // client != nil, readable without mu
 	user   atomic.Pointer[string] // user name of the last connection
+	role   atomic.Uint32          // Auth role of the last connection
 
 	mu     mutex
 	client *client // current connection, nil while offline
@@ -329,6 +330,11 @@ func (s *session) received(id uint16, reason byte, tx *txn) (known, ok bool) {
 		}
 	}
 	return true, true
+}
+
+// info identifies the session's owner to authorization checks.
+func (s *session) info() ClientInfo {
+	return ClientInfo{ClientID: s.id, Username: s.username(), Role: uint8(s.role.Load())}
 }
 
 func (s *session) username() string {

@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/isobar-mq/isobar/internal/auth"
 	"github.com/isobar-mq/isobar/internal/broker"
 	"github.com/isobar-mq/isobar/internal/listener"
 	"github.com/isobar-mq/isobar/internal/web"
@@ -74,14 +75,24 @@ type MQTT struct {
 	WriteTimeout              time.Duration `yaml:"write_timeout"`
 	ConnectTimeout            time.Duration `yaml:"connect_timeout"`
 	MaxSubscriptionsPerClient int           `yaml:"max_subscriptions_per_client"`
+	ConnectionRate            float64       `yaml:"connection_rate"`
+	ConnectionBurst           int           `yaml:"connection_burst"`
+	PublishRate               float64       `yaml:"publish_rate"`
+	PublishBurst              int           `yaml:"publish_burst"`
+	PublishByteRate           float64       `yaml:"publish_byte_rate"`
+	PublishByteBurst          int           `yaml:"publish_byte_burst"`
 }
 
 // Auth configures authentication and authorization.
 type Auth struct {
-	AllowAnonymous bool      `yaml:"allow_anonymous"`
-	PasswordFile   string    `yaml:"password_file"`
-	ACLFile        string    `yaml:"acl_file"`
-	ACL            []ACLRule `yaml:"acl"`
+	AllowAnonymous bool                `yaml:"allow_anonymous"`
+	PasswordFile   string              `yaml:"password_file"`
+	ACLFile        string              `yaml:"acl_file"`
+	ACL            []ACLRule           `yaml:"acl"`
+	ACLDefault     string              `yaml:"acl_default"`     // deny (default) or allow
+	SubscribeCheck string              `yaml:"subscribe_check"` // filter (default) or none
+	ReadOnly       *auth.ReadOnlyRole  `yaml:"read_only"`
+	Throttle       auth.ThrottleConfig `yaml:"throttle"`
 }
 
 // ACLRule is one authorization rule in YAML form (Mosquitto ACL semantics:
@@ -304,6 +315,16 @@ func (c *Config) BrokerOptions() broker.Options {
 		ConnectTimeout:                 m.ConnectTimeout,
 		ShutdownTimeout:                c.ShutdownTimeout,
 		MaxSubscriptionsPerClient:      m.MaxSubscriptionsPerClient,
+		ConnectionRate:                 m.ConnectionRate,
+		ConnectionBurst:                m.ConnectionBurst,
+		PublishRate:                    m.PublishRate,
+		PublishBurst:                   m.PublishBurst,
+		PublishByteRate:                m.PublishByteRate,
+		PublishByteBurst:               m.PublishByteBurst,
+		Listeners:                      map[string]broker.ListenerLimits{},
+	}
+	for _, l := range c.Listeners {
+		o.Listeners[l.Name] = broker.ListenerLimits{MaxConnections: l.MaxConnections}
 	}
 	if m.TopicAliasMaximum == 0 {
 		o.TopicAliasMaximum = -1

@@ -62,6 +62,19 @@ type Config struct {
 	// TrustedProxies lists the networks whose X-Forwarded-For header is
 	// honoured on ws listeners. Empty means the header is ignored.
 	TrustedProxies []netip.Prefix `yaml:"trusted_proxies,omitempty"`
+
+	// Settings the broker applies to clients of this listener (the
+	// listener itself does not use them).
+
+	// MaxConnections caps concurrent clients on this listener (0 = none).
+	MaxConnections int `yaml:"max_connections,omitempty"`
+	// AllowAnonymous overrides auth.allow_anonymous for this listener.
+	AllowAnonymous *bool `yaml:"allow_anonymous,omitempty"`
+	// CertIdentity, "cn" or "san", authenticates clients that present a
+	// verified client certificate as the user named by it (mutual TLS);
+	// clients without one fall back to user name and password. Requires
+	// tls.client_ca_file.
+	CertIdentity string `yaml:"cert_identity,omitempty"`
 }
 
 // TLSConfig configures TLS on a listener.
@@ -114,6 +127,17 @@ func (c *Config) Validate() error {
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return errf("address %q: port must be a number in 0..65535", c.Address)
+	}
+	switch c.CertIdentity {
+	case "", IdentityCN, IdentitySAN:
+	default:
+		return errf("cert_identity %q is not %q or %q", c.CertIdentity, IdentityCN, IdentitySAN)
+	}
+	if c.CertIdentity != "" && (c.TLS == nil || c.TLS.ClientCAFile == "") {
+		return errf("cert_identity needs tls.client_ca_file")
+	}
+	if c.MaxConnections < 0 {
+		return errf("max_connections must not be negative")
 	}
 	if c.ProxyHeaderTimeout < 0 {
 		return errf("proxy_header_timeout must not be negative")
