@@ -63,30 +63,15 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if args[0] == "compare" {
 		return compareMain(args[1:], stdout, stderr)
 	}
-	fs, opts := newFlagSet(stderr)
-	if err := fs.Parse(args[1:]); err != nil {
+	cfg, opts, err := ParseArgs(args, stderr)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		if !errors.Is(err, errReported) {
+			fmt.Fprintln(stderr, "isobar-bench:", err)
+		}
 		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return 2
-	}
-	cfg := opts.cfg
-	cfg.Scenario = args[0]
-	switch opts.mqtt {
-	case "3.1.1", "311", "4":
-		cfg.MQTTVersion = packet.V311
-	case "5", "5.0", "50":
-		cfg.MQTTVersion = packet.V5
-	default:
-		fmt.Fprintf(stderr, "--mqtt %q: want 3.1.1 or 5\n", opts.mqtt)
-		return 2
-	}
-	if opts.localAddrs != "" {
-		cfg.LocalAddrs = strings.Split(opts.localAddrs, ",")
 	}
 	if !opts.quiet {
 		cfg.Progress = stderr
@@ -122,6 +107,41 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// errReported is a usage error the flag package already printed.
+var errReported = errors.New("usage error")
+
+// ParseArgs turns command line arguments (scenario first, then flags) into
+// a Config. Flag errors are printed to stderr.
+func ParseArgs(args []string, stderr io.Writer) (Config, *cliOpts, error) {
+	if len(args) == 0 {
+		return Config{}, nil, errors.New("no scenario")
+	}
+	fs, opts := newFlagSet(stderr)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return Config{}, nil, err
+		}
+		return Config{}, nil, errReported
+	}
+	if fs.NArg() > 0 {
+		return Config{}, nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	cfg := opts.cfg
+	cfg.Scenario = args[0]
+	switch opts.mqtt {
+	case "3.1.1", "311", "4":
+		cfg.MQTTVersion = packet.V311
+	case "5", "5.0", "50":
+		cfg.MQTTVersion = packet.V5
+	default:
+		return Config{}, nil, fmt.Errorf("--mqtt %q: want 3.1.1 or 5", opts.mqtt)
+	}
+	if opts.localAddrs != "" {
+		cfg.LocalAddrs = strings.Split(opts.localAddrs, ",")
+	}
+	return cfg, opts, nil
 }
 
 type cliOpts struct {

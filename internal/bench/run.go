@@ -73,6 +73,10 @@ type Config struct {
 
 	BrokerPID int // if set, the broker's CPU and memory are sampled from /proc
 
+	// OnStart, if set, is called once every connection is established,
+	// just before publishing (conn: holding) starts.
+	OnStart func()
+
 	Progress         io.Writer     // per-interval progress lines (nil: none)
 	ProgressInterval time.Duration // (1s)
 }
@@ -400,6 +404,9 @@ func (r *runner) run(ctx context.Context, res *Result) {
 		go r.keepAlive(keepDone)
 	}
 
+	if cfg.OnStart != nil {
+		cfg.OnStart()
+	}
 	// Timeline.
 	now := time.Now()
 	r.pubStart = now.Add(5 * time.Millisecond)
