@@ -1,8 +1,8 @@
 package store
 
 import (
-	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"sync"
@@ -11,8 +11,14 @@ import (
 	"time"
 )
 
+// benchMessage has an incompressible 100-byte payload.
 func benchMessage() MessageRecord {
-	return MessageRecord{Topic: "devices/1234/telemetry", Payload: bytes.Repeat([]byte("p"), 100), QoS: 1,
+	payload := make([]byte, 100)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range payload {
+		payload[i] = byte(r.Uint32())
+	}
+	return MessageRecord{Topic: "devices/1234/telemetry", Payload: payload, QoS: 1,
 		Received: time.Now().UnixNano(), From: "device-1234", DeliverQoS: 1, State: StateQueued}
 }
 
@@ -119,12 +125,16 @@ func loadFixture(tb testing.TB, dir string, sessions, perSession int) {
 		tb.Fatal(err)
 	}
 	m := benchMessage()
+	r := rand.New(rand.NewPCG(3, 4)) // distinct payloads: nothing compresses
 	b := s.NewBatch()
 	for i := range sessions {
 		cid := fmt.Sprintf("client-%07d", i)
 		b.PutSession(&SessionRecord{ClientID: cid, ExpiryInterval: 86400, Username: "user"})
 		b.PutSubscription(cid, &SubscriptionRecord{Filter: "devices/" + cid + "/cmd/#", QoS: 1})
 		for j := range perSession {
+			for k := range m.Payload {
+				m.Payload[k] = byte(r.Uint32())
+			}
 			b.PutMessage(cid, uint64(j), &m)
 		}
 		b.PutInbound(cid, 7)

@@ -69,7 +69,14 @@ var _ Store = (*PebbleStore)(nil)
 // or empty. It refuses a directory that holds anything but an Isobar
 // store (another program's files, a Pebble database without Isobar's
 // meta record), a store of a newer format version, and a directory
-// another process has open.
+// another process has open; it never deletes anything it refuses.
+//
+// With SyncInterval a commit is written with pebble.NoSync: Commit
+// returns once the batch is in Pebble's write-ahead log buffer, which
+// Pebble's log flusher hands to the OS right away (asynchronously, within
+// microseconds), and the background loop fsyncs every o.SyncInterval. So a
+// process crash can lose commits of that last instant, a machine crash
+// those of the last interval.
 func Open(o Options) (*PebbleStore, error) {
 	if o.Dir == "" {
 		return nil, errors.New("store: no data directory")
@@ -133,7 +140,7 @@ func inspectDir(dir string) (*pebble.DBDesc, error) {
 		if empty {
 			return &pebble.DBDesc{}, nil
 		}
-		return nil, fmt.Errorf("store: %s is not an isobar data directory (it holds files, and reading them as a database failed: %v); refusing to use it", dir, err)
+		return nil, fmt.Errorf("store: %s: inspecting the database: %w; refusing to use it", dir, err)
 	}
 	if !desc.Exists && !empty {
 		return nil, fmt.Errorf("store: %s is not an isobar data directory: it holds files but no database; refusing to use it", dir)
