@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 )
 
@@ -336,10 +337,20 @@ func TestBatchReuseDoesNotAliasCallerBuffers(t *testing.T) {
 	if r := loadRetained(t, s); string(r[0].Payload) != "original" {
 		t.Fatalf("payload %q", r[0].Payload)
 	}
+	// A batch bigger than half a memtable is committed by Pebble as a
+	// flushable batch; the Batch stays reusable.
+	big := MessageRecord{Topic: "big", Payload: bytes.Repeat([]byte{7}, memTableSize/2+1)}
+	b.PutRetained(&big)
+	commitT(t, b)
+	b.PutRetained(&MessageRecord{Topic: "small", Payload: []byte("s")})
+	commitT(t, b)
+	if r := loadRetained(t, s); len(r) != 3 || !bytes.Equal(r[0].Payload, big.Payload) || string(r[1].Payload) != "s" {
+		t.Fatalf("retained after big batch: %d records", len(r))
+	}
 	// Empty commit is a no-op.
 	commitT(t, s.NewBatch())
-	if got := s.Stats().Commits; got != 1 {
-		t.Fatalf("Commits %d, want 1", got)
+	if got := s.Stats().Commits; got != 3 {
+		t.Fatalf("Commits %d, want 3", got)
 	}
 }
 
@@ -460,6 +471,45 @@ func TestRefuseForeignDirectory(t *testing.T) {
 		}
 		c.Close()
 		db.Close()
+	})
+	t.Run("older pebble format", func(t *testing.T) {
+		// Ours, written by an older Pebble format: upgraded on open. A
+		// foreign one of the same format is refused and left as it was.
+		for _, ours := range []bool{true, false} {
+			dir := t.TempDir()
+			db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)},
+				FormatMajorVersion: pebble.FormatMinSupported})
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, val := []byte("sx"), []byte("foreign")
+			if ours {
+				key, val = metaKey(), appendMeta(nil, formatVersion, 1)
+			}
+			if err := db.Set(key, val, pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			s, err := Open(Options{Dir: dir})
+			if ours {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if v := s.db.FormatMajorVersion(); v != pebbleFormat {
+					t.Fatalf("format %v, want %v", v, pebbleFormat)
+				}
+				s.Close()
+				continue
+			}
+			if err == nil {
+				s.Close()
+				t.Fatal("foreign database opened")
+			}
+			desc, err := pebble.Peek(dir, vfs.Default)
+			if err != nil || desc.FormatMajorVersion != pebble.FormatMinSupported {
+				t.Fatalf("foreign database format now %v (%v)", desc.FormatMajorVersion, err)
+			}
+		}
 	})
 	t.Run("empty pebble is initialised", func(t *testing.T) {
 		// What a crash between Pebble's creation and the meta write leaves.
