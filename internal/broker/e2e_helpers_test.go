@@ -44,6 +44,18 @@ func startNode(t *testing.T, extra string) (*node.Node, string) {
 	return n, testutil.Addr(t, n, "")
 }
 
+// waitClients waits until the server counts want connected clients, so
+// that a disconnection has been processed before the test goes on.
+func waitClients(t testing.TB, n *node.Node, want int) {
+	t.Helper()
+	testutil.CheckFor(t, waitT, 5*time.Millisecond, func() error {
+		if c := n.Server.ClientCount(); c != want {
+			return fmt.Errorf("%d clients connected, want %d", c, want)
+		}
+		return nil
+	})
+}
+
 // ---------------------------------------------------------------------------
 // Raw packet connection.
 

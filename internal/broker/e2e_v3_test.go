@@ -17,7 +17,6 @@ import (
 
 	"github.com/isobar-mq/isobar/internal/broker"
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
-	"github.com/isobar-mq/isobar/internal/testutil"
 )
 
 // QoS 0, 1 and 2 in both directions: a QoS 2 subscription receives each
@@ -132,12 +131,7 @@ func TestV3PersistentSession(t *testing.T) {
 	}
 	s.sub(2, "persist/#")
 	s.Disconnect(50)
-	testutil.CheckFor(t, waitT, 5*time.Millisecond, func() error {
-		if c := n.Server.ClientCount(); c != 0 {
-			return fmt.Errorf("%d clients still connected", c)
-		}
-		return nil
-	})
+	waitClients(t, n, 0)
 
 	p := connectV3(t, addr, "persist-pub", true, nil)
 	p.pub("persist/1", 1, false, "m1")
@@ -300,12 +294,12 @@ func TestV3QoS2InboundDuplicate(t *testing.T) {
 // [MQTT-3.3.1-12].
 func TestV3Retained(t *testing.T) {
 	t.Parallel()
-	n, addr := startNode(t, "")
+	_, addr := startNode(t, "")
 	p := connectV3(t, addr, "ret-pub", true, nil)
+	p.pub("ret/b/c", 0, true, "bc")
 	p.pub("ret/a", 1, true, "one")
 	p.pub("ret/a", 1, true, "two")
-	p.pub("ret/a", 1, false, "not-retained")
-	p.pub("ret/b/c", 0, true, "bc")
+	p.pub("ret/a", 1, false, "not-retained") // acknowledged: everything before it is processed
 
 	s := connectV3(t, addr, "ret-sub", true, nil)
 	s.sub(2, "ret/#")
@@ -335,9 +329,6 @@ func TestV3Retained(t *testing.T) {
 			t.Fatalf("deletion forwarded as %q retain %v", m.Payload(), m.Retained())
 		}
 	}
-	if c := n.Server.RetainedCount(); c != 0 {
-		t.Fatalf("%d retained messages left after deletion", c)
-	}
 	s2 := connectV3(t, addr, "ret-sub2", true, nil)
 	s2.sub(2, "ret/#")
 	p.pub("ret/barrier", 0, false, "")
@@ -364,12 +355,7 @@ func TestV3Will(t *testing.T) {
 
 	b := connectV3(t, addr, "will-b", true, func(o *mqtt.ClientOptions) { o.SetWill("will/b", "b-gone", 1, false) })
 	b.Disconnect(50)
-	testutil.CheckFor(t, waitT, 5*time.Millisecond, func() error {
-		if c := n.Server.ClientCount(); c != 1 {
-			return fmt.Errorf("%d clients connected, want 1", c)
-		}
-		return nil
-	})
+	waitClients(t, n, 1)
 	time.Sleep(quietT) // let a wrongly published will be routed before the barrier
 	p := connectV3(t, addr, "will-pub", true, nil)
 	p.pub("will/barrier", 1, false, "")
@@ -439,7 +425,9 @@ func TestV3KeepAlive(t *testing.T) {
 }
 
 // Topic names starting with $ are not matched by filters starting with a
-// wildcard [MQTT-4.7.2-1], but are by filters naming the $ level.
+// wildcard [MQTT-4.7.2-1], but are by filters naming the $ level. (The
+// broker's own $SYS messages, if any, must not reach the wildcard
+// subscriber either.)
 func TestV3DollarTopics(t *testing.T) {
 	t.Parallel()
 	n, addr := startNode(t, "")
@@ -447,16 +435,21 @@ func TestV3DollarTopics(t *testing.T) {
 	wild.sub(0, "#", "+/broker/info", "+/+/+")
 	sys := connectV3(t, addr, "dollar-sys", true, nil)
 	sys.sub(0, "$SYS/#", "$SYS/+/info")
-	n.Server.Publish(&broker.Message{Topic: "$SYS/broker/info", Payload: []byte("sys")})
+	n.Server.Publish(&broker.Message{Topic: "$SYS/e2e-test/info", Payload: []byte("sys")})
 	p := connectV3(t, addr, "dollar-pub", true, nil)
 	p.pub("plain/barrier/x", 0, false, "")
 	got := wild.recvUntil("plain/barrier/x")
 	if len(got) != 0 {
 		t.Fatalf("wildcard filters matched %s [MQTT-4.7.2-1]", got[0].Topic())
 	}
-	m := sys.recv()
-	if m.Topic() != "$SYS/broker/info" || string(m.Payload()) != "sys" {
-		t.Fatalf("$SYS/# got %s %q", m.Topic(), m.Payload())
+	for {
+		m := sys.recv()
+		if m.Topic() == "$SYS/e2e-test/info" {
+			if string(m.Payload()) != "sys" {
+				t.Fatalf("$SYS/# got %q", m.Payload())
+			}
+			break
+		}
 	}
 }
 
