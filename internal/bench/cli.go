@@ -232,7 +232,8 @@ func WriteTable(w io.Writer, r *Result) {
 		} else {
 			mem := fmt.Sprintf("RSS %s -> %s (peak %s)", mib(b.RSSBefore), mib(b.RSSAfter), mib(b.RSSPeak))
 			if r.Scenario == ScenarioConn {
-				row("broker", "pid %d, %s, %s per connection", b.PID, mem, kib(b.RSSPerConn))
+				row("broker", "pid %d, RSS %s, %s with half the connections, %s with all (peak %s): %s per connection",
+					b.PID, mib(b.RSSBefore), mib(b.RSSMid), mib(b.RSSAfter), mib(b.RSSPeak), kib(b.RSSPerConn))
 			} else {
 				row("broker", "pid %d, CPU %.1f%% (%.2f µs/msg), %s", b.PID, b.CPUPercent, b.CPUPerMsgUs, mem)
 			}

@@ -55,6 +55,9 @@ func isobarBroker(bin string) brokerDef {
 listeners:
   - {name: mqtt, protocol: mqtt, address: "127.0.0.1:%d"}
 log: {level: warn}
+# Equivalent to Mosquitto's persistence false, and no HTTP console.
+store: {mode: memory}
+http: {enabled: false}
 mqtt:
   max_inflight: %d
   receive_maximum: %d

@@ -40,7 +40,7 @@ func TestProfileBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	lim := DefaultCompareLimits
-	n := testutil.RunNode(t, "listeners:\n  - {name: mqtt, protocol: mqtt, address: \"127.0.0.1:0\"}\n"+
+	n := testutil.RunNode(t, "listeners:\n  - {name: mqtt, protocol: mqtt, address: \"127.0.0.1:0\"}\nhttp: {enabled: false}\n"+
 		"mqtt: {max_inflight: "+strconv.Itoa(lim.Inflight)+", receive_maximum: "+strconv.Itoa(lim.ReceiveMax)+
 		", max_queued_messages: "+strconv.Itoa(lim.Queued)+"}\n")
 	cfg.Addr = testutil.Addr(t, n, "mqtt")

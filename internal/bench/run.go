@@ -308,7 +308,8 @@ type ProcStats struct {
 	RSSBefore   int64   `json:"rss_before"`        // bytes, before connecting
 	RSSAfter    int64   `json:"rss_after"`         // bytes, at the end, still connected
 	RSSPeak     int64   `json:"rss_peak"`          // VmHWM
-	RSSPerConn  int64   `json:"rss_per_conn"`      // (after-before)/connections
+	RSSMid      int64   `json:"rss_mid,omitempty"` // conn: bytes, with half the connections open
+	RSSPerConn  int64   `json:"rss_per_conn"`      // conn: (after-mid)/(connections opened after mid)
 	Threads     int     `json:"threads,omitempty"` // at the end
 	SampleError string  `json:"sample_error,omitempty"`
 }
@@ -392,7 +393,20 @@ func (r *runner) run(ctx context.Context, res *Result) {
 		}
 	}
 
-	r.connectAll(ctx, res)
+	// conn: the memory per connection is the slope between half and all
+	// of the connections, so that heap a broker freed after starting (and
+	// still holds) does not hide the first connections' cost.
+	var brokerMid procSample
+	var midConns int
+	var mid func(established int)
+	if brokerPID != "" && cfg.Scenario == ScenarioConn {
+		mid = func(established int) {
+			time.Sleep(500 * time.Millisecond) // let the broker finish the last handshakes
+			brokerMid, _ = readProc(brokerPID)
+			midConns = established
+		}
+	}
+	r.connectAll(ctx, res, mid)
 	if ctx.Err() != nil {
 		res.Interrupted = true
 		return
@@ -495,8 +509,9 @@ func (r *runner) run(ctx context.Context, res *Result) {
 		bp.RSSBefore = brokerBefore.rss
 		if s, err := readProc(brokerPID); err == nil {
 			bp.RSSAfter, bp.RSSPeak, bp.Threads = s.rss, s.hwm, s.threads
-			if n := res.Connect.Established; n > 0 && cfg.Scenario == ScenarioConn {
-				bp.RSSPerConn = (s.rss - brokerBefore.rss) / int64(n)
+			if n := res.Connect.Established - midConns; n > 0 && !brokerMid.at.IsZero() {
+				bp.RSSMid = brokerMid.rss
+				bp.RSSPerConn = (s.rss - brokerMid.rss) / int64(n)
 			}
 		}
 	}
@@ -593,7 +608,7 @@ func (r *runner) newResult() *Result {
 
 // connectAll opens every connection: subscribers first (each subscribed
 // before any publisher starts), then publishers.
-func (r *runner) connectAll(ctx context.Context, res *Result) {
+func (r *runner) connectAll(ctx context.Context, res *Result, mid func(established int)) {
 	cfg := r.cfg
 	lat := hdrShard()
 	var established, failed atomic.Int64
@@ -652,7 +667,18 @@ func (r *runner) connectAll(ctx context.Context, res *Result) {
 		}
 	}
 	run(first)
-	run(rest)
+	var paused time.Duration
+	if mid != nil && len(rest) > 1 {
+		h := len(rest) / 2
+		run(rest[:h])
+		t := time.Now()
+		mid(int(established.Load()))
+		paused = time.Since(t)
+		start = start.Add(paused) // rate-limited slots resume where they were
+		run(rest[h:])
+	} else {
+		run(rest)
+	}
 	el := time.Since(start)
 	res.Connect.Attempted = len(r.clients)
 	res.Connect.Established = int(established.Load())

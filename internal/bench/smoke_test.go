@@ -29,10 +29,11 @@ const benchNodeConfig = `
 listeners:
   - {name: mqtt, protocol: mqtt, address: "127.0.0.1:0"}
   - {name: ws, protocol: ws, address: "127.0.0.1:0"}
+http: {enabled: false}
 mqtt:
   max_inflight: 1000
   receive_maximum: 1000
-  max_queued_messages: 100000
+  max_queued_messages: 60000
 `
 
 // quick returns a short run against addr.
@@ -190,7 +191,8 @@ func TestTLSInsecure(t *testing.T) {
 listeners:
   - {name: mqtts, protocol: mqtt, address: "127.0.0.1:0", tls: {cert_file: %q, key_file: %q}}
   - {name: wss, protocol: ws, address: "127.0.0.1:0", tls: {cert_file: %q, key_file: %q}}
-mqtt: {max_inflight: 1000, receive_maximum: 1000, max_queued_messages: 100000}
+http: {enabled: false}
+mqtt: {max_inflight: 1000, receive_maximum: 1000, max_queued_messages: 60000}
 `, cert, key, cert, key))
 	for _, tr := range []struct{ transport, listener string }{{TransportTLS, "mqtts"}, {TransportWSS, "wss"}} {
 		cfg := quick(testutil.Addr(t, n, tr.listener), ScenarioP2P)

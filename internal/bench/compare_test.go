@@ -1,0 +1,121 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestSummarizeMetrics(t *testing.T) {
+	mk := func(rate, cpu float64, lost, expected int64) *Result {
+		return &Result{RecvRate: rate, Lost: lost, Expected: expected, BrokerProc: &ProcStats{CPUPerMsgUs: cpu}}
+	}
+	runs := map[string][]*Result{
+		"isobar":    {mk(300, 1, 0, 100), mk(100, 3, 0, 100), mk(200, 2, 0, 100)},
+		"mosquitto": {mk(50, 4, 10, 100), mk(150, 4, 0, 100)},
+		"mochi":     {{RecvRate: 0}}, // nothing received: no figure
+	}
+	got := summarizeMetrics([]metricDef{mRecvRate, mCPUMsg, mLost}, runs)
+	rate, cpu, lost := got[0], got[1], got[2]
+	if rate.Values["isobar"] != 200 || rate.Values["mosquitto"] != 100 {
+		t.Fatalf("medians %v", rate.Values)
+	}
+	if _, ok := rate.Values["mochi"]; ok {
+		t.Fatalf("a broker without figures got one: %v", rate.Values)
+	}
+	if rate.Ratios["mosquitto"] != 2 || cpu.Ratios["mosquitto"] != 0.5 {
+		t.Fatalf("ratios %v %v", rate.Ratios, cpu.Ratios)
+	}
+	if lost.Values["mosquitto"] != 5 || lost.Values["isobar"] != 0 {
+		t.Fatalf("lost %v", lost.Values)
+	}
+	if s := fmtRatio(rate, "mosquitto"); s != "2.00 (better)" {
+		t.Fatalf("higher-is-better ratio shown as %q", s)
+	}
+	if s := fmtRatio(cpu, "mosquitto"); s != "0.50 (better)" {
+		t.Fatalf("lower-is-better ratio shown as %q", s)
+	}
+	if s := fmtRatio(rate, "mochi"); s != "–" {
+		t.Fatalf("missing ratio shown as %q", s)
+	}
+
+	rep := &CompareReport{Repeat: 3, Brokers: []string{"isobar", "mosquitto", "mochi"}, Scenarios: []CompareOutcome{{
+		Name: "x", Label: "scenario x", Metrics: got,
+		Errors: map[string][]string{"mochi": {"run 1: 3 connections failed"}},
+	}}}
+	var tbl, md bytes.Buffer
+	writeCompareTable(&tbl, rep)
+	writeCompareMarkdown(&md, rep)
+	for _, want := range []string{"isobar/mosquitto", "isobar/mochi", "scenario x", "2.00 (better)", "! x, mochi: run 1: 3 connections failed", "median of 3"} {
+		if !strings.Contains(tbl.String(), want) || !strings.Contains(md.String(), want) {
+			t.Errorf("table or markdown lacks %q:\n%s\n%s", want, tbl.String(), md.String())
+		}
+	}
+	if !strings.HasPrefix(md.String(), "| scenario | figure | isobar | mosquitto | mochi |") {
+		t.Errorf("markdown header: %q", strings.SplitN(md.String(), "\n", 2)[0])
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{{[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(tc.in); got != tc.want {
+			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestCompareQuick runs a reduced comparison against real broker processes:
+// Isobar built from this tree and, when installed, Mosquitto.
+func TestCompareQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds isobar and starts brokers")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "isobar")
+	build := exec.Command("go", "build", "-o", bin, "github.com/isobar-mq/isobar/cmd/isobar")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/isobar: %v\n%s", err, out)
+	}
+	args := []string{"--isobar", bin, "--quick", "--repeat", "1", "--scenarios", "p2p-qos1,conn-10k",
+		"--json-out", filepath.Join(dir, "r.json"), "--markdown-out", filepath.Join(dir, "r.md"), "--work-dir", dir}
+	want := []string{"isobar"}
+	if _, err := os.Stat("/usr/sbin/mosquitto"); err == nil {
+		args = append(args, "--mosquitto", "/usr/sbin/mosquitto")
+		want = append(want, "mosquitto")
+	} else {
+		t.Log("mosquitto not installed: comparing Isobar alone")
+	}
+	var out, errb bytes.Buffer
+	if code := compareMain(args, &out, &errb); code != 0 {
+		t.Fatalf("compare exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	t.Logf("\n%s", out.String())
+	b, err := os.ReadFile(filepath.Join(dir, "r.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep CompareReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Scenarios) != 2 || rep.Machine["cpus"] == "" {
+		t.Fatalf("report: %d scenarios, machine %v", len(rep.Scenarios), rep.Machine)
+	}
+	for _, sc := range rep.Scenarios {
+		for _, b := range want {
+			if len(sc.Runs[b]) != 1 {
+				t.Errorf("%s: %d runs for %s, errors %v", sc.Name, len(sc.Runs[b]), b, sc.Errors[b])
+			}
+			if _, ok := sc.Metrics[0].Values[b]; !ok {
+				t.Errorf("%s: no %s figure for %s", sc.Name, sc.Metrics[0].Name, b)
+			}
+		}
+	}
+}
