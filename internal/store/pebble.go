@@ -25,6 +25,8 @@ type Options struct {
 	Sync         SyncPolicy    // default SyncAlways
 	SyncInterval time.Duration // for SyncInterval, default 1s
 	Logger       *slog.Logger  // default: discard
+
+	fs vfs.FS // for tests; default vfs.Default
 }
 
 // ErrClosed is returned by operations on a closed store.
@@ -97,6 +99,9 @@ func Open(o Options) (*PebbleStore, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.fs == nil {
+		o.fs = vfs.Default
+	}
 	log := o.Logger.With("dir", o.Dir)
 
 	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
@@ -165,6 +170,7 @@ func open(o Options, log *slog.Logger, desc *pebble.DBDesc, lock *pebble.Lock) (
 		format = desc.FormatMajorVersion
 	}
 	opts := &pebble.Options{
+		FS:                 o.fs,
 		Lock:               lock,
 		Logger:             pebbleLogger{log},
 		FormatMajorVersion: format,

@@ -630,7 +630,9 @@ func TestDirectoryInUseByAnotherProcess(t *testing.T) {
 func TestConcurrentCommits(t *testing.T) {
 	for _, policy := range []SyncPolicy{SyncAlways, SyncInterval} {
 		t.Run(string(policy), func(t *testing.T) {
-			s := openT(t, Options{Sync: policy, SyncInterval: 5 * time.Millisecond})
+			// fsync takes at least 1 ms (tmpfs would make it free and
+			// leave nothing to group).
+			s := openT(t, Options{Sync: policy, SyncInterval: 5 * time.Millisecond, fs: slowSyncFS{vfs.Default, time.Millisecond}})
 			const workers, commits = 8, 50
 			var wg sync.WaitGroup
 			errs := make(chan error, workers)
@@ -680,8 +682,14 @@ func TestConcurrentCommits(t *testing.T) {
 			if n := len(loadRetained(t, s)); n != workers*commits {
 				t.Fatalf("%d retained", n)
 			}
-			if st := s.Stats(); st.Commits != workers*commits {
+			st := s.Stats()
+			if st.Commits != workers*commits {
 				t.Fatalf("Commits %d", st.Commits)
+			}
+			t.Logf("%d commits, %d syncs", st.Commits, st.Syncs)
+			// Group commit: concurrent SyncAlways commits share fsyncs.
+			if policy == SyncAlways && st.Syncs*2 > st.Commits {
+				t.Fatalf("%d syncs for %d concurrent commits: no group commit", st.Syncs, st.Commits)
 			}
 		})
 	}
@@ -928,4 +936,54 @@ func TestPropertiesSurviveStore(t *testing.T) {
 	if !reflect.DeepEqual(got.Props, p) {
 		t.Fatalf("props %+v, want %+v", got.Props, p)
 	}
+}
+
+// slowSyncFS makes every fsync of a file take at least delay.
+type slowSyncFS struct {
+	vfs.FS
+	delay time.Duration
+}
+
+func (fs slowSyncFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.Create(name, c)
+	if err != nil {
+		return nil, err
+	}
+	return slowSyncFile{f, fs.delay}, nil
+}
+
+func (fs slowSyncFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.ReuseForWrite(oldname, newname, c)
+	if err != nil {
+		return nil, err
+	}
+	return slowSyncFile{f, fs.delay}, nil
+}
+
+func (fs slowSyncFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := fs.FS.OpenReadWrite(name, c, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return slowSyncFile{f, fs.delay}, nil
+}
+
+type slowSyncFile struct {
+	vfs.File
+	delay time.Duration
+}
+
+func (f slowSyncFile) Sync() error {
+	time.Sleep(f.delay)
+	return f.File.Sync()
+}
+
+func (f slowSyncFile) SyncData() error {
+	time.Sleep(f.delay)
+	return f.File.SyncData()
+}
+
+func (f slowSyncFile) SyncTo(length int64) (bool, error) {
+	time.Sleep(f.delay)
+	return f.File.SyncTo(length)
 }
