@@ -1,0 +1,206 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// findChromium returns the path of a Chromium-compatible browser, or "".
+func findChromium() string {
+	if p := os.Getenv("ISOBAR_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// artifactDir is where screenshots go: $ISOBAR_ARTIFACTS/dashboard when
+// set (kept after the test), else a temporary directory.
+func artifactDir(t *testing.T) string {
+	if d := os.Getenv("ISOBAR_ARTIFACTS"); d != "" {
+		d = filepath.Join(d, "dashboard")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// TestDashboard drives the console in headless Chromium: sign in, see a
+// connected client, kick it (the client sees the disconnect), publish a
+// message from the form that a subscriber receives.
+func TestDashboard(t *testing.T) {
+	browser := findChromium()
+	if browser == "" {
+		t.Skip("no Chromium found (install the Debian package \"chromium\" or set ISOBAR_CHROMIUM); dashboard test skipped")
+	}
+	e := start(t, "")
+	shots := artifactDir(t)
+
+	lost := make(chan struct{}, 1)
+	mqttClient(t, e.mqtt, "sensor-kitchen-01", "alice", true, func() { lost <- struct{}{} })
+	watcher := mqttClient(t, e.mqtt, "watcher", "ops", true, nil)
+	got := make(chan mqtt.Message, 4)
+	waitTok(t, watcher.Subscribe("dash/#", 1, func(_ mqtt.Client, m mqtt.Message) { got <- m }))
+	for i, topic := range []string{"home/kitchen/temperature", "home/hall/humidity", "devices/42/status"} {
+		waitTok(t, watcher.Publish(topic, 1, true, fmt.Sprintf(`{"value": %d.5, "unit": "C"}`, 20+i)))
+	}
+
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(browser),
+		chromedp.NoSandbox, // runs as root in CI
+		chromedp.Headless,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		// No UserDataDir: chromedp makes a fresh temporary profile and
+		// removes it when the allocator is cancelled.
+		chromedp.WindowSize(1440, 960),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("mute-audio", true),
+		chromedp.Flag("hide-scrollbars", true),
+	}
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer acancel()
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
+	defer cancel()
+	ctx, tcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer tcancel()
+
+	shot := func(name string) chromedp.Action {
+		return chromedp.ActionFunc(func(ctx context.Context) error {
+			var buf []byte
+			if err := chromedp.FullScreenshot(&buf, 100).Do(ctx); err != nil {
+				return err
+			}
+			p := filepath.Join(shots, name+".png")
+			t.Logf("screenshot %s", p)
+			return os.WriteFile(p, buf, 0o644)
+		})
+	}
+	run := func(what string, actions ...chromedp.Action) {
+		t.Helper()
+		if err := chromedp.Run(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+
+	run("login page",
+		chromedp.Navigate(e.base+"/"),
+		chromedp.WaitVisible("#login-username", chromedp.ByID),
+		shot("01-login"))
+	run("wrong password",
+		chromedp.SendKeys("#login-username", adminUser, chromedp.ByID),
+		chromedp.SendKeys("#login-password", "not the password", chromedp.ByID),
+		chromedp.Click("#login-submit", chromedp.ByID),
+		chromedp.WaitVisible("#login-error", chromedp.ByID))
+	run("login",
+		chromedp.Evaluate(`document.querySelector("#login-password").value = ""`, nil),
+		chromedp.SendKeys("#login-password", adminPass, chromedp.ByID),
+		chromedp.Click("#login-submit", chromedp.ByID),
+		chromedp.WaitVisible("#st-conn", chromedp.ByID))
+
+	// Overview: wait for the cards and a few chart samples (2 s apart).
+	var conn string
+	run("overview", chromedp.Poll(`document.querySelector("#st-conn").textContent === "2" && document.querySelector("#st-in").textContent !== "–"`, nil,
+		chromedp.WithPollingTimeout(20*time.Second)))
+	run("overview stats", chromedp.Text("#st-conn", &conn, chromedp.ByID))
+	if conn != "2" {
+		t.Errorf("overview shows %q connections, want 2", conn)
+	}
+	time.Sleep(4500 * time.Millisecond) // let the charts collect more than one point (display only)
+	run("overview screenshot", shot("02-overview"))
+
+	// Clients: the test client is listed; kick it.
+	row := `tr[data-client-id="sensor-kitchen-01"]`
+	run("clients",
+		chromedp.Navigate(e.base+"/#/clients"),
+		chromedp.WaitVisible(row, chromedp.ByQuery),
+		shot("03-clients"))
+	var rowText string
+	run("client row", chromedp.Text(row, &rowText, chromedp.ByQuery))
+	if !strings.Contains(rowText, "alice") || !strings.Contains(rowText, "v3.1.1") {
+		t.Errorf("client row %q lacks user or protocol", rowText)
+	}
+	run("kick",
+		chromedp.Click(row+" .kick", chromedp.ByQuery),
+		chromedp.WaitVisible("#confirm-ok", chromedp.ByID),
+		shot("04-kick-confirm"),
+		chromedp.Click("#confirm-ok", chromedp.ByID))
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the kicked client did not observe a disconnect")
+	}
+	run("kicked row gone",
+		chromedp.WaitVisible("#toast", chromedp.ByID),
+		chromedp.WaitNotPresent(row, chromedp.ByQuery),
+		shot("05-after-kick"))
+
+	// Publish from the form; the subscriber receives it.
+	run("publish",
+		chromedp.Navigate(e.base+"/#/publish"),
+		chromedp.WaitVisible("#pub-topic", chromedp.ByID),
+		chromedp.SendKeys("#pub-topic", "dash/hello", chromedp.ByID),
+		chromedp.SendKeys("#pub-payload", "hello from the console", chromedp.ByID),
+		chromedp.Evaluate(`document.querySelector("#pub-qos").value = "1"`, nil),
+		shot("06-publish-form"),
+		chromedp.Click("#pub-submit", chromedp.ByID),
+		chromedp.WaitVisible("#toast", chromedp.ByID))
+	select {
+	case m := <-got:
+		if m.Topic() != "dash/hello" || string(m.Payload()) != "hello from the console" || m.Qos() != 1 {
+			t.Errorf("subscriber got %s %q QoS %d", m.Topic(), m.Payload(), m.Qos())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("message published from the dashboard not received")
+	}
+	run("publish toast", shot("07-published"))
+
+	// The other pages render, in both themes.
+	run("retained",
+		chromedp.Navigate(e.base+"/#/retained"),
+		chromedp.WaitVisible(`#retained-table tbody tr td.mono`, chromedp.ByQuery),
+		shot("08-retained"))
+	run("subscriptions",
+		chromedp.Navigate(e.base+"/#/subscriptions"),
+		chromedp.WaitVisible(`#subs-table tbody tr td.mono`, chromedp.ByQuery),
+		shot("09-subscriptions"))
+	run("listeners",
+		chromedp.Navigate(e.base+"/#/listeners"),
+		chromedp.WaitVisible(`#listeners-table tbody tr`, chromedp.ByQuery),
+		shot("10-listeners"))
+	run("dark overview",
+		chromedp.Click("#theme-toggle", chromedp.ByID),
+		chromedp.Navigate(e.base+"/#/overview"),
+		chromedp.WaitVisible("#st-conn", chromedp.ByID),
+		chromedp.Sleep(2500*time.Millisecond),
+		shot("11-overview-dark"),
+		chromedp.Navigate(e.base+"/#/clients"),
+		chromedp.WaitVisible(`tr[data-client-id="watcher"]`, chromedp.ByQuery),
+		shot("12-clients-dark"))
+
+	// Sign out: back to the login page, and the session is gone.
+	run("logout",
+		chromedp.Click("#logout", chromedp.ByID),
+		chromedp.WaitVisible("#login-username", chromedp.ByID))
+}
