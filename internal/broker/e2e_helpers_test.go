@@ -44,6 +44,11 @@ func startNode(t *testing.T, extra string) (*node.Node, string) {
 	return n, testutil.Addr(t, n, "")
 }
 
+// contextT is a context bounded by waitT.
+func contextT() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), waitT)
+}
+
 // waitClients waits until the server counts want connected clients, so
 // that a disconnection has been processed before the test goes on.
 func waitClients(t testing.TB, n *node.Node, want int) {
