@@ -60,14 +60,23 @@ const client = mqtt.connect(url, {
 });
 
 let received = 0;
-client.on('error', (err) => fail(err.message));
+let done = false;
+function finish() {
+  // After the acknowledgement of the last message has been written:
+  // MQTT.js sends PUBACK right after emitting 'message'.
+  done = true;
+  setImmediate(() => client.end(false, {}, () => process.exit(0)));
+}
+client.on('error', (err) => {
+  if (!done) fail(err.message);
+});
 client.on('close', () => {
-  if (received < opts.expect) fail('connection closed');
+  if (!done) fail('connection closed');
 });
 client.on('message', (topic, payload) => {
   process.stdout.write('message ' + topic + ' ' + payload.toString() + '\n');
   received++;
-  if (received >= opts.expect) client.end(false, {}, () => process.exit(0));
+  if (received === opts.expect) finish();
 });
 client.on('connect', async () => {
   process.stdout.write('connected\n');
@@ -82,7 +91,7 @@ client.on('connect', async () => {
     for (const [t, p] of opts.pubs) {
       await client.publishAsync(t, p, { qos: 1 });
     }
-    if (opts.expect === 0) client.end(false, {}, () => process.exit(0));
+    if (opts.expect === 0) finish();
   } catch (err) {
     fail(err.message);
   }
