@@ -183,7 +183,7 @@ func TestBigLoad(t *testing.T) {
 	dir := t.TempDir()
 	start := time.Now()
 	loadFixture(t, dir, 100_000, 10)
-	t.Logf("write 100k sessions, 1M messages: %v, %d MB on disk", time.Since(start), duBytes(t, dir, "")>>20)
+	t.Logf("write 100k sessions, 1M messages: %v, %d MB on disk", time.Since(start), duBytes(t, dir, allFiles)>>20)
 
 	runtime.GC()
 	var ms0 runtime.MemStats
