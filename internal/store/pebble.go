@@ -38,8 +38,10 @@ var ErrClosed = errors.New("store: closed")
 // data directory unreadable by the previous Isobar release.
 const pebbleFormat = pebble.FormatValueSeparation
 
-// memTableSize is Pebble's memtable size: queued messages that are
-// acknowledged before a flush never reach an sstable.
+// memTableSize is Pebble's memtable size (Pebble's default is 4 MiB). A
+// message put and deleted while its memtable is live reaches an sstable as
+// a tombstone only, so a larger memtable means less data written for
+// short-lived queued messages.
 const memTableSize = 16 << 20
 
 // PebbleStore is the Pebble-backed Store. Its methods are safe for
