@@ -21,9 +21,10 @@ const (
 	// SyncAlways fsyncs the write-ahead log before Commit returns.
 	// Concurrent commits share one fsync (group commit).
 	SyncAlways SyncPolicy = "always"
-	// SyncInterval returns from Commit once the change is in the OS page
-	// cache and fsyncs every Options.SyncInterval: a machine crash (not a
-	// process crash) may lose up to that window.
+	// SyncInterval returns from Commit once the change is in the store's
+	// log buffer (written to the OS microseconds later) and fsyncs every
+	// Options.SyncInterval: a process crash may lose the last instant of
+	// commits, a machine crash up to that window.
 	SyncInterval SyncPolicy = "interval"
 )
 
