@@ -5,6 +5,7 @@ package broker_test
 // subscription corner cases.
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -213,4 +214,57 @@ func TestV5WillRefusedByFeatures(t *testing.T) {
 	// Within the limits it is accepted.
 	c := dialP(t, addr, packet.V5)
 	c.connect(packet.Connect{ClientID: "wr-ok", CleanStart: true, WillFlag: true, WillQoS: 1, WillTopic: "wr/t"})
+}
+
+// A shared-subscription QoS 2 message whose delivery to a member has begun
+// is not given to another member when the connection breaks: it is
+// completed with that member when it reconnects [MQTT-4.8.2-4], and if
+// its session ends instead it goes to nobody [MQTT-4.8.2-5].
+func TestV5SharedQoS2StaysWithMember(t *testing.T) {
+	t.Parallel()
+	n, addr := startNode(t, "")
+	for _, expiry := range []uint32{60, 0} {
+		base := n.Server.ClientCount()
+		group := fmt.Sprint("$share/q2-", expiry, "/sq2/", expiry)
+		connectA := func(clean bool) (*pconn, *packet.Connack) {
+			a := dialP(t, addr, packet.V5)
+			var props packet.Properties
+			props.SessionExpiryInterval = expiry
+			props.Set(packet.PropSessionExpiryInterval)
+			return a, a.connect(packet.Connect{ClientID: fmt.Sprint("sq2-a-", expiry), CleanStart: clean, KeepAlive: 30, Props: props})
+		}
+		a, _ := connectA(true)
+		a.sub(group, 2)
+		b := v5(t, addr, fmt.Sprint("sq2-b-", expiry))
+		b.sub(paho.SubscribeOptions{Topic: group, QoS: 2})
+		p := v5(t, addr, fmt.Sprint("sq2-pub-", expiry))
+		// Two messages: round robin gives one to each member.
+		for i := range 2 {
+			p.pub(&paho.Publish{Topic: fmt.Sprint("sq2/", expiry), QoS: 2, Payload: []byte(fmt.Sprint(i))})
+		}
+		held := a.nextPublish()
+		gotB := b.recv()
+		if string(held.Payload) == string(gotB.Payload) {
+			t.Fatalf("both members got %q", held.Payload)
+		}
+		_ = a.c.Close()
+		waitClients(t, n, base+2)
+		b.noMsg(quietT)
+		if expiry == 0 {
+			continue
+		}
+		a, ack := connectA(false)
+		if !ack.SessionPresent {
+			t.Fatal("session not present")
+		}
+		m := a.nextPublish()
+		if !m.Dup || m.PacketID != held.PacketID || string(m.Payload) != string(held.Payload) {
+			t.Fatalf("resent %s, want a DUP copy of %s", describe(m), describe(held))
+		}
+		a.ack(packet.PUBREC, m.PacketID)
+		a.expectAck(packet.PUBREL, m.PacketID)
+		a.ack(packet.PUBCOMP, m.PacketID)
+		_ = a.c.Close()
+		waitClients(t, n, base+2)
+	}
 }
