@@ -14,6 +14,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+	"github.com/isobar-mq/isobar/internal/testutil"
 )
 
 // Takeover does not count as a normal disconnection: the will of the
@@ -266,5 +267,34 @@ func TestV5SharedQoS2StaysWithMember(t *testing.T) {
 		a.ack(packet.PUBCOMP, m.PacketID)
 		_ = a.c.Close()
 		waitClients(t, n, base+2)
+	}
+}
+
+// The same broker over MQTT-over-WebSocket (section 6 of both
+// specifications): paho.mqtt.golang on a ws listener and a TCP client
+// exchange messages both ways.
+func TestWebSocketRoundTrip(t *testing.T) {
+	t.Parallel()
+	n, _ := startNode(t, "  - {name: ws, protocol: ws, address: \"127.0.0.1:0\"}\n")
+	wsAddr := testutil.Addr(t, n, "ws")
+	tcpAddr := testutil.Addr(t, n, "mqtt")
+	ws, err := dialV3(t, wsAddr, "ws-client", true, func(o *mqtt.ClientOptions) {
+		o.Servers = nil
+		o.AddBroker("ws://" + wsAddr + "/mqtt")
+		o.CustomOpenConnectionFn = nil
+	})
+	if err != nil {
+		t.Fatalf("WebSocket connect: %v", err)
+	}
+	ws.sub(1, "ws/to-ws")
+	tcp := connectV3(t, tcpAddr, "tcp-client", true, nil)
+	tcp.sub(1, "ws/to-tcp")
+	tcp.pub("ws/to-ws", 1, false, "over tcp")
+	if m := ws.recv(); string(m.Payload()) != "over tcp" {
+		t.Fatalf("WebSocket client got %q", m.Payload())
+	}
+	ws.pub("ws/to-tcp", 1, false, "over ws")
+	if m := tcp.recv(); string(m.Payload()) != "over ws" {
+		t.Fatalf("TCP client got %q", m.Payload())
 	}
 }
