@@ -5,12 +5,16 @@ package broker_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/isobar-mq/isobar/internal/auth"
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 )
 
@@ -155,5 +159,58 @@ func TestV5WillDelayTakeover(t *testing.T) {
 	w.pub(&paho.Publish{Topic: "wdt/end", QoS: 1})
 	if got := w.recvUntil("wdt/end"); len(got) != 0 {
 		t.Fatalf("unexpected will %s (the taken-over session was resumed within the delay)", got[0].Topic)
+	}
+}
+
+// Password authentication through a password file: the right password is
+// accepted; a wrong one gets CONNACK 0x86 (5.0) / 0x04 (3.1.1); without a
+// user name, when anonymous access is off, 0x87 / 0x05 (sections 3.2.2.2
+// of both specifications); the connection is then closed [MQTT-3.2.2-7]
+// (3.1.1: [MQTT-3.2.2-5]).
+func TestPasswordAuthentication(t *testing.T) {
+	t.Parallel()
+	hash, err := auth.HashPassword(auth.SchemeSHA512, []byte("s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pwFile := filepath.Join(t.TempDir(), "passwords")
+	if err := os.WriteFile(pwFile, []byte("alice:"+hash+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, addr := startNode(t, fmt.Sprintf("auth:\n  allow_anonymous: false\n  password_file: %q\n", pwFile))
+	for _, tc := range []struct {
+		name       string
+		ver        byte
+		user, pass string
+		hasUser    bool
+		want       byte
+	}{
+		{"v5 right", packet.V5, "alice", "s3cret", true, 0},
+		{"v5 wrong", packet.V5, "alice", "nope", true, packet.BadUserNameOrPassword},
+		{"v5 unknown user", packet.V5, "mallory", "s3cret", true, packet.BadUserNameOrPassword},
+		{"v5 anonymous", packet.V5, "", "", false, packet.NotAuthorized},
+		{"v3 right", packet.V311, "alice", "s3cret", true, 0},
+		{"v3 wrong", packet.V311, "alice", "nope", true, packet.ConnRefusedBadCredentials},
+		{"v3 anonymous", packet.V311, "", "", false, packet.ConnRefusedNotAuthorized},
+	} {
+		c := dialP(t, addr, tc.ver)
+		cp := packet.Connect{ClientID: "pw-" + strings.ReplaceAll(tc.name, " ", "-"), CleanStart: true, KeepAlive: 30,
+			UsernameFlag: tc.hasUser, Username: tc.user, PasswordFlag: tc.hasUser, Password: []byte(tc.pass)}
+		ack := c.connectAck(cp)
+		if ack.ReasonCode != tc.want {
+			t.Errorf("%s: CONNACK 0x%02X, want 0x%02X", tc.name, ack.ReasonCode, tc.want)
+			continue
+		}
+		if tc.want != 0 {
+			if ack.SessionPresent {
+				t.Errorf("%s: session present with a refusal [MQTT-3.2.2-6]", tc.name)
+			}
+			c.expectClosed(waitT)
+			continue
+		}
+		c.write(packet.AppendPingreq(nil))
+		if pkt := c.next(); pkt != packet.PINGRESP {
+			t.Errorf("%s: expected PINGRESP, got %s", tc.name, describe(pkt))
+		}
 	}
 }
