@@ -224,13 +224,22 @@ func (a *Authenticator) Delay(remoteIP netip.Addr) time.Duration {
 //   - Without a password file: admitted as anonymous if AllowAnonymous,
 //     else ResultNotAuthorized.
 func (a *Authenticator) Authenticate(user string, hasUser bool, password []byte, hasPassword bool, remoteIP netip.Addr) (Identity, Result) {
+	return a.AuthenticateAfter(0, user, hasUser, password, hasPassword, remoteIP)
+}
+
+// AuthenticateAfter is Authenticate for a caller that verifies at once and
+// then waits the Delay it got before answering (a broker that holds the
+// CONNACK back): wait is that delay, and a failure counts against the
+// throttle from its end (see Throttle.FailureAfter), so the delays double
+// as documented.
+func (a *Authenticator) AuthenticateAfter(wait time.Duration, user string, hasUser bool, password []byte, hasPassword bool, remoteIP netip.Addr) (Identity, Result) {
 	id, res := a.authenticate(user, hasUser, password, hasPassword)
 	switch res {
 	case ResultOK:
 		a.stats.Success.Add(1)
 	case ResultBadCredentials:
 		a.stats.BadCredentials.Add(1)
-		if a.throttle.Failure(remoteIP) {
+		if a.throttle.FailureAfter(remoteIP, wait) {
 			a.log.Warn("authentication failures from source exceed threshold; throttling",
 				"remote", remoteIP.String(), "failures", a.throttle.Failures(remoteIP))
 		}

@@ -108,6 +108,16 @@ func throttleKey(ip netip.Addr) (netip.Prefix, bool) {
 // failure made the source exceed the threshold for the first time in the
 // current window (for logging).
 func (t *Throttle) Failure(ip netip.Addr) (crossed bool) {
+	return t.FailureAfter(ip, 0)
+}
+
+// FailureAfter records a failed authentication from ip whose answer the
+// caller holds back for wait (the Delay it got for the attempt) after
+// verifying: the failure, and the delay it sets for the next attempt, count
+// from the end of that wait, as if the attempt had been verified then.
+// Without this a caller that verifies first and waits afterwards would see
+// each delay shortened by the previous one instead of doubling.
+func (t *Throttle) FailureAfter(ip netip.Addr, wait time.Duration) (crossed bool) {
 	if t == nil {
 		return false
 	}
@@ -115,7 +125,7 @@ func (t *Throttle) Failure(ip netip.Addr) (crossed bool) {
 	if !ok {
 		return false
 	}
-	now := t.now()
+	now := t.now().Add(max(wait, 0))
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var e *throttleEntry

@@ -91,8 +91,11 @@ func (s *Security) Authenticate(r broker.AuthRequest) broker.AuthResponse {
 			return broker.AuthResponse{Result: broker.AuthOK, Role: roleAnonymous}
 		}
 	}
+	// The broker waits the throttle delay after this call returns, so the
+	// credentials are verified first and a failure counts from the end
+	// of the wait.
 	var delay = s.a.Delay(r.Remote)
-	id, res := s.a.Authenticate(r.Username, r.HasUsername, r.Password, r.HasPassword, r.Remote)
+	id, res := s.a.AuthenticateAfter(delay, r.Username, r.HasUsername, r.Password, r.HasPassword, r.Remote)
 	resp := broker.AuthResponse{Delay: delay}
 	switch res {
 	case auth.ResultOK:
