@@ -73,11 +73,11 @@ type subProc struct {
 	done chan error
 }
 
-// startSub starts mosquitto_sub and waits until its subscription exists in
-// the broker (the subscription count grows).
-func startSub(t *testing.T, n *node.Node, args ...string) *subProc {
+// startSub starts mosquitto_sub with client identifier id and waits until
+// its subscription to filter exists in the broker.
+func startSub(t *testing.T, n *node.Node, id, filter string, args ...string) *subProc {
 	t.Helper()
-	before := n.Server.SubscriptionCount()
+	args = append([]string{"-i", id}, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	t.Cleanup(cancel)
 	s := &subProc{cmd: exec.CommandContext(ctx, "mosquitto_sub", args...), done: make(chan error, 1)}
@@ -97,10 +97,12 @@ func startSub(t *testing.T, n *node.Node, args ...string) *subProc {
 			return fmt.Errorf("mosquitto_sub exited early: %v: %s", err, s.errb.String())
 		default:
 		}
-		if n.Server.SubscriptionCount() <= before {
-			return fmt.Errorf("mosquitto_sub %v has not subscribed yet", args)
+		for _, sv := range n.Server.Subscriptions() {
+			if sv.ClientID == id && sv.Filter == filter {
+				return nil
+			}
 		}
-		return nil
+		return fmt.Errorf("mosquitto_sub %v has not subscribed yet", args)
 	})
 	return s
 }
@@ -134,7 +136,7 @@ func TestMosquittoClientsRoundTrip(t *testing.T) {
 			for qos := 0; qos <= 2; qos++ {
 				topic := fmt.Sprintf("cli/%s/%s/%d", pv, sv, qos)
 				payload := fmt.Sprintf("hello %s to %s at %d", pv, sv, qos)
-				sub := startSub(t, n, "-h", host, "-p", port, "-V", sv, "-q", fmt.Sprint(qos), "-t", topic,
+				sub := startSub(t, n, "sub-"+strings.ReplaceAll(topic, "/", "-"), topic, "-h", host, "-p", port, "-V", sv, "-q", fmt.Sprint(qos), "-t", topic,
 					"-C", "1", "-W", "15", "-F", "%t|%q|%r|%p")
 				run(t, 0, "mosquitto_pub", "-h", host, "-p", port, "-V", pv, "-q", fmt.Sprint(qos), "-t", topic, "-m", payload)
 				want := fmt.Sprintf("%s|%d|0|%s\n", topic, qos, payload)
@@ -197,7 +199,7 @@ func TestMosquittoClientsUserProperties(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sub := startSub(t, n, "-h", host, "-p", port, "-V", "mqttv5", "-q", "1", "-t", "cli/props", "-C", "1", "-W", "15", "-F", "%t|%P|%p")
+	sub := startSub(t, n, "sub-props", "cli/props", "-h", host, "-p", port, "-V", "mqttv5", "-q", "1", "-t", "cli/props", "-C", "1", "-W", "15", "-F", "%t|%P|%p")
 	run(t, 0, "mosquitto_pub", "-h", host, "-p", port, "-V", "mqttv5", "-q", "1", "-t", "cli/props", "-m", "with props",
 		"-D", "publish", "user-property", "zone", "north",
 		"-D", "publish", "user-property", "app", "isobar",
