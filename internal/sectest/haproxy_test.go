@@ -231,10 +231,13 @@ func TestHAProxy(t *testing.T) {
 			t.Fatalf("mosquitto_sub %s: exit %d\n%s", v, code, s.output())
 		}
 		waitGone(t, nodes[home[subID]], subID)
+		waitGone(t, nodes[home[pubID]], pubID)
 	}
 
 	// Not MQTT: HAProxy refuses it, nothing reaches the brokers.
-	before := len(nodes[0].Server.Clients()) + len(nodes[1].Server.Clients())
+	if before := len(nodes[0].Server.Clients()) + len(nodes[1].Server.Clients()); before != 0 {
+		t.Fatalf("%d clients still connected", before)
+	}
 	for name, data := range map[string]string{
 		"HTTP request":             "GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n",
 		"SUBSCRIBE before CONNECT": "\x82\x08\x00\x01\x00\x03a/b\x00",
@@ -245,8 +248,16 @@ func TestHAProxy(t *testing.T) {
 		}
 		expectDropped(t, c, name+" through HAProxy")
 	}
-	if after := len(nodes[0].Server.Clients()) + len(nodes[1].Server.Clients()); after != before {
-		t.Fatalf("clients %d -> %d after invalid connections", before, after)
+	// HAProxy's log shows them refused by the frontend (no server chosen,
+	// "PR": the proxy rejected the request).
+	testutil.CheckFor(t, timeout, 20*time.Millisecond, func() error {
+		if got := strings.Count(h.proc.output(), "mqtts/<NOSRV> -1/-1/"); got != 2 {
+			return fmt.Errorf("%d connections rejected by the frontend in HAProxy's log, want 2", got)
+		}
+		return nil
+	})
+	if after := len(nodes[0].Server.Clients()) + len(nodes[1].Server.Clients()); after != 0 {
+		t.Fatalf("%d clients connected after invalid connections", after)
 	}
 
 	// Failover: a node going down fails its health check; its clients'
