@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
@@ -64,9 +63,9 @@ func TestNegativeTransport(t *testing.T) {
     handshake_timeout: 500ms
     tls: {cert_file: %q, key_file: %q}
   - {name: proxied, protocol: mqtt, address: "127.0.0.1:0", proxy_protocol: true, proxy_header_timeout: 500ms}
-  - {name: ws, protocol: ws, address: "127.0.0.1:0", ws_max_frame: 1024}
+  - {name: ws, protocol: ws, address: "127.0.0.1:0", ws_max_frame: 1024, ws_path: /broker/mqtt}
 `, p.ServerCert, p.ServerKey))
-	tlsAddr, proxyAddr, wsURL := addr(t, n, "tls"), addr(t, n, "proxied"), "ws://"+addr(t, n, "ws")+"/mqtt"
+	tlsAddr, proxyAddr, wsURL := addr(t, n, "tls"), addr(t, n, "proxied"), "ws://"+addr(t, n, "ws")+"/broker/mqtt"
 
 	// One control client per listener; the one behind the PROXY header
 	// claims 198.51.100.7:4242, which is what the broker must see.
@@ -171,10 +170,12 @@ func TestNegativeTransport(t *testing.T) {
 				t.Fatalf("subprotocols %q: %v, want HTTP 400", protos, err)
 			}
 		}
-		_, err := dialWS(t, strings.TrimSuffix(wsURL, "/mqtt")+"/other", []string{"mqtt"}, nil, nil)
-		var se ws.StatusError
-		if !errors.As(err, &se) || int(se) != 404 {
-			t.Fatalf("wrong path: %v, want HTTP 404", err)
+		for _, path := range []string{"/mqtt", "/broker", "/broker/mqtt/x"} { // ws_path is /broker/mqtt
+			_, err := dialWS(t, "ws://"+addr(t, n, "ws")+path, []string{"mqtt"}, nil, nil)
+			var se ws.StatusError
+			if !errors.As(err, &se) || int(se) != 404 {
+				t.Fatalf("path %s: %v, want HTTP 404", path, err)
+			}
 		}
 		controlsWork("after refused upgrades")
 	})

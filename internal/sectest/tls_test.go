@@ -2,7 +2,10 @@ package sectest
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -242,4 +245,52 @@ auth:
 		"expired certificate", "bad certificate")
 	expectRefusedTLS(t, a, p.clientTLS(p.Rogue.TLS), "certificate from another CA on an optional-certificate listener",
 		"unknown certificate authority", "bad certificate")
+}
+
+// TestTLSCertificateReload: Reload (SIGHUP) swaps the server certificate
+// for new connections without dropping the open ones; a broken file keeps
+// the old certificate.
+func TestTLSCertificateReload(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	n := startNode(t, fmt.Sprintf(`listeners:
+  - name: tls
+    protocol: mqtt
+    address: "127.0.0.1:0"
+    tls: {cert_file: %q, key_file: %q, reload_interval: -1s}
+`, p.ServerCert, p.ServerKey))
+	a := addr(t, n, "tls")
+	serverCN := func(c net.Conn) string {
+		return c.(*tls.Conn).ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	first := mustDialTLS(t, a, p.clientTLS())
+	old := connect(t, first, connOpts{id: "old", v: packet.V5}, 0)
+	old.mustSubscribe("reload/#")
+	if cn := serverCN(first); cn != "localhost" {
+		t.Fatalf("server certificate CN %q", cn)
+	}
+
+	certPEM, keyPEM := p.ca.issue(t, x509.Certificate{
+		Subject:     pkix.Name{CommonName: "renewed"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	replaceFile(t, p.ServerKey, keyPEM)
+	replaceFile(t, p.ServerCert, certPEM)
+	n.Reload()
+	second := mustDialTLS(t, a, p.clientTLS())
+	if cn := serverCN(second); cn != "renewed" {
+		t.Fatalf("after reload: server certificate CN %q, want renewed", cn)
+	}
+	connect(t, second, connOpts{id: "new", v: packet.V5}, 0).mustPublish("reload/x", "1")
+	old.expectMsg("reload/x", "1") // the connection from before the reload is alive
+
+	replaceFile(t, p.ServerCert, []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"))
+	n.Reload()
+	third := mustDialTLS(t, a, p.clientTLS())
+	if cn := serverCN(third); cn != "renewed" {
+		t.Fatalf("after a broken reload: server certificate CN %q, want renewed (kept)", cn)
+	}
+	connect(t, third, connOpts{id: "third", v: packet.V5}, 0).mustPublish("reload/y", "2")
+	old.expectMsg("reload/y", "2")
 }
