@@ -9,11 +9,9 @@ package crashtest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -558,42 +556,48 @@ func (c *mconn) recv(timeout time.Duration) (*packet.Publish, error) {
 		if left <= 0 {
 			return nil, nil
 		}
-		p, err := c.read(left)
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return nil, nil
-			}
-			return nil, err
+		p, err := c.pump(left)
+		if p != nil || err != nil {
+			return p, err
 		}
-		switch p := p.(type) {
-		case *packet.Publish:
-			switch p.QoS {
-			case 1:
-				if err := c.ack(packet.PUBACK, p.PacketID); err != nil {
-					return nil, err
-				}
-			case 2:
-				if err := c.ack(packet.PUBREC, p.PacketID); err != nil {
-					return nil, err
-				}
-				if c.qos2[p.PacketID] {
-					continue // already delivered
-				}
-				c.qos2[p.PacketID] = true
-			}
-			return p, nil
-		case *packet.Ack:
-			if p.Type != packet.PUBREL {
-				return nil, fmt.Errorf("unexpected %s %d", p.Type, p.PacketID)
-			}
-			delete(c.qos2, p.PacketID)
-			if err := c.ack(packet.PUBCOMP, p.PacketID); err != nil {
+	}
+}
+
+// pump reads and handles one packet (see recv). It returns the message if
+// the packet delivered one, and nil, nil on a timeout.
+func (c *mconn) pump(timeout time.Duration) (*packet.Publish, error) {
+	p, err := c.read(timeout)
+	if err != nil {
+		if isTimeout(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	switch p := p.(type) {
+	case *packet.Publish:
+		switch p.QoS {
+		case 1:
+			if err := c.ack(packet.PUBACK, p.PacketID); err != nil {
 				return nil, err
 			}
-		default:
-			return nil, fmt.Errorf("unexpected packet %#v", p)
+		case 2:
+			if err := c.ack(packet.PUBREC, p.PacketID); err != nil {
+				return nil, err
+			}
+			if c.qos2[p.PacketID] {
+				return nil, nil // already delivered
+			}
+			c.qos2[p.PacketID] = true
 		}
+		return p, nil
+	case *packet.Ack:
+		if p.Type != packet.PUBREL {
+			return nil, fmt.Errorf("unexpected %s %d", p.Type, p.PacketID)
+		}
+		delete(c.qos2, p.PacketID)
+		return nil, c.ack(packet.PUBCOMP, p.PacketID)
+	default:
+		return nil, fmt.Errorf("unexpected packet %#v", p)
 	}
 }
 
@@ -647,11 +651,6 @@ func mustDial(t testing.TB, addr string, o clientOpts) (*mconn, *packet.Connack)
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-func isClosed(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || bytes.Contains([]byte(fmt.Sprint(err)), []byte("connection reset"))
 }
 
 // knownBugs reports whether tests for reported, unfixed bugs should run
