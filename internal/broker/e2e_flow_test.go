@@ -56,10 +56,6 @@ func TestV5TopicAliasWithMaximumPacketSize(t *testing.T) {
 // quota starts afresh with each network connection), and queued messages
 // follow the resent ones in order [MQTT-4.6.0-1].
 func TestV5ReceiveMaximumOnResume(t *testing.T) {
-	t.Skip("BUG: on resumption session.resendLocked resends every unacknowledged PUBLISH at once, ignoring the " +
-		"new connection's Receive Maximum: with 3 in flight and Receive Maximum 1 the client gets 3 DUP PUBLISH " +
-		"(\"expected nothing, got PUBLISH ... dup true id 2\"), violating [MQTT-3.3.4-9]; Mosquitto resends " +
-		"only up to the quota and the rest as acknowledgements arrive")
 	t.Parallel()
 	n, addr := startNode(t, "")
 	connect := func(rm uint16, clean bool) (*pconn, *packet.Connack) {

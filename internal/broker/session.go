@@ -257,16 +257,42 @@ func (s *session) resendLocked() {
 		return 0
 	})
 	now := time.Now().UnixNano()
+	// PUBRELs first: those messages count against the client's Receive
+	// Maximum until PUBCOMP, and must complete.
+	var requeue []*outMsg
+	inFlight := 0
 	for _, m := range list {
 		if m.state == outReleased {
 			c.sendAck(packet.PUBREL, m.id, packet.Success)
+			inFlight++
+		}
+	}
+	for _, m := range list {
+		if m.state == outReleased {
 			continue
 		}
-		if c.sendPublish(&m.d, m.id, true, now) == sendTooBig {
+		if inFlight >= c.sendQuota {
+			// The new connection's Receive Maximum is smaller than what
+			// was in flight [MQTT-3.3.4-9]: the rest wait, at the front
+			// of the queue, with their identifiers, and go out (DUP) as
+			// acknowledgements arrive.
+			m.state = outQueued
+			m.resend = true
+			s.sent--
+			requeue = append(requeue, m)
+			continue
+		}
+		switch c.sendPublish(&m.d, m.id, true, now) {
+		case sendTooBig:
 			delete(s.msgs, m.id)
 			s.sent--
 			s.forget(m)
+		default:
+			inFlight++
 		}
+	}
+	if len(requeue) > 0 {
+		s.queue = append(requeue, s.queue...)
 	}
 }
 

@@ -87,8 +87,14 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 	tx.then(func() {
 		sess.mu.Lock()
 		defer sess.mu.Unlock()
+		// Look the retained messages up before the SUBACK is queued: a
+		// message the client publishes after seeing SUBACK must arrive
+		// live only, not also as a retained one.
+		retained := c.collectRetained(wantRetained)
 		c.send(func(b []byte) []byte { return ack.Append(b, c.version) })
-		c.sendRetainedLocked(sess, wantRetained, tx)
+		for _, d := range retained {
+			sess.deliverLocked(d, tx)
+		}
 	})
 	return nil
 }
@@ -99,9 +105,10 @@ type retainedReq struct {
 	id     uint32
 }
 
-// sendRetainedLocked delivers the retained messages matching new
-// subscriptions. Requires sess.mu.
-func (c *client) sendRetainedLocked(sess *session, wantRetained []retainedReq, tx *txn) {
+// collectRetained returns the deliveries of the retained messages matching
+// new subscriptions.
+func (c *client) collectRetained(wantRetained []retainedReq) []delivery {
+	var out []delivery
 	now := time.Now().UnixNano()
 	for _, r := range wantRetained {
 		c.srv.retained.Match(r.filter, func(t string, m *Message) bool {
@@ -115,10 +122,11 @@ func (c *client) sendRetainedLocked(sess *session, wantRetained []retainedReq, t
 			if r.id != 0 {
 				d.subIDs = []uint32{r.id}
 			}
-			sess.deliverLocked(d, tx)
+			out = append(out, d)
 			return true
 		})
 	}
+	return out
 }
 
 // failCode maps a v5 failure reason to the 3.x SUBACK failure code.
