@@ -43,5 +43,5 @@ auth:
 	// A v5 client asking for 120 s is told the cap: Server Keep Alive 60.
 	raw := testutil.DialRaw(t, addr)
 	raw.SendHex("10 10 0004 4D515454 05 02 0078 00 0003 6B6131") // v5, keepalive 120, id "ka1"
-	raw.ExpectHex("20 0C 00 00 09 22 000A 13 003C 21 0014") // Topic Alias Max, Server Keep Alive 60, Receive Max
+	raw.ExpectHex("20 0C 00 00 09 22 000A 13 003C 21 0014")      // Topic Alias Max, Server Keep Alive 60, Receive Max
 }
