@@ -363,3 +363,69 @@ auth:
 		t.Fatalf("clients %+v, want alice and dave still connected", n.Server.Clients())
 	}
 }
+
+// TestAuthModes: per-listener anonymous access, subscribe_check none
+// (Mosquitto's behaviour: wide subscriptions granted, each message filtered
+// on delivery) and acl_default allow, with the same Mosquitto files.
+func TestAuthModes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pw := passwordFile(t, dir, "alice:secret-a", "bob:secret-b", "carol:secret-c")
+	acl := writeFile(t, dir, "acl", []byte(aclFile))
+	n := startNode(t, fmt.Sprintf(`listeners:
+  - {name: public, protocol: mqtt, address: "127.0.0.1:0"}
+  - {name: internal, protocol: mqtt, address: "127.0.0.1:0", allow_anonymous: true}
+auth:
+  allow_anonymous: false
+  password_file: %q
+  acl_file: %q
+  subscribe_check: none
+`, pw, acl))
+	pub, internal := addr(t, n, "public"), addr(t, n, "internal")
+
+	// Anonymous: refused on the public listener, admitted on the internal
+	// one with the anonymous rules of the ACL file (read public/#).
+	for _, v := range []byte{packet.V311, packet.V5} {
+		if got := refusedCode(t, pub, connOpts{id: "anon", v: v}); got != notAuthorized[v] {
+			t.Errorf("%s anonymous on the public listener: 0x%02X", versionName(v), got)
+		}
+	}
+	anon := connectTCP(t, internal, connOpts{id: "anon", v: packet.V5})
+	carol := connectTCP(t, pub, connOpts{id: "carol", v: packet.V5}.withUser("carol", "secret-c"))
+	// subscribe_check none: "#" is granted to both, delivery is filtered.
+	anon.mustSubscribe("#")
+	carol.mustSubscribe("#")
+	if code := anon.publish("public/x", "anon", 1, false); code != 0x87 {
+		t.Errorf("anonymous publish: PUBACK 0x%02X, want 0x87 (read-only rules)", code)
+	}
+	alice := connectTCP(t, pub, connOpts{id: "alice", v: packet.V5}.withUser("alice", "secret-a"))
+	alice.mustPublish("alice/private", "no")
+	alice.mustPublish("public/news", "yes")
+	anon.expectMsg("public/news", "yes")
+	carol.expectMsg("public/news", "yes")
+	// A user name is still checked on the anonymous-friendly listener.
+	if got := refusedCode(t, internal, connOpts{id: "x", v: packet.V5}.withUser("alice", "wrong")); got != 0x86 {
+		t.Errorf("wrong password on the internal listener: 0x%02X, want 0x86", got)
+	}
+
+	// acl_default allow: only deny rules restrict.
+	n2 := startNode(t, fmt.Sprintf(`listeners:
+  - {name: mqtt, protocol: mqtt, address: "127.0.0.1:0"}
+auth:
+  allow_anonymous: false
+  password_file: %q
+  acl_default: allow
+  acl:
+    - {user: bob, access: deny, topic: "alice/secret"}
+    - {pattern: true, access: deny, topic: "private/#"}
+`, pw))
+	bob := connectTCP(t, addr(t, n2, "mqtt"), connOpts{id: "bob", v: packet.V5}.withUser("bob", "secret-b"))
+	for topic, want := range map[string]byte{"anything/at/all": 0, "alice/x": 0, "alice/secret": 0x87, "private/a": 0x87} {
+		if code := bob.publish(topic, "b", 1, false); code != want && !(want == 0 && code == 0x10) {
+			t.Errorf("acl_default allow: bob publishing to %s: PUBACK 0x%02X, want 0x%02X", topic, code, want)
+		}
+	}
+	if codes := bob.subscribe("anything/#", "private/#"); codes[0] != 1 || codes[1] != 0x87 {
+		t.Errorf("acl_default allow: SUBACK % X, want 01 87", codes)
+	}
+}

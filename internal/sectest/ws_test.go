@@ -21,7 +21,7 @@ var (
 
 // mqttjs returns the node binary and the directory of the MQTT.js client
 // (testdata/mqttjs), installing its locked dependencies with npm ci when
-// node_modules is missing. Without node or npm, or when npm cannot reach
+// node_modules is missing or stale. Without node or npm, or when npm cannot reach
 // its registry, the test is skipped.
 func mqttjs(t *testing.T) (nodeBin, dir string) {
 	t.Helper()
@@ -32,7 +32,11 @@ func mqttjs(t *testing.T) (nodeBin, dir string) {
 		t.Fatal(err)
 	}
 	mqttjsOnce.Do(func() {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", "mqtt", "package.json")); err == nil {
+		// npm records what it installed in node_modules/.package-lock.json:
+		// reinstall when that is missing or older than the lock file.
+		installed, err1 := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json"))
+		lock, err2 := os.Stat(filepath.Join(dir, "package-lock.json"))
+		if err1 == nil && err2 == nil && !installed.ModTime().Before(lock.ModTime()) {
 			return
 		}
 		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
