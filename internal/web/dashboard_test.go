@@ -83,7 +83,7 @@ func TestDashboard(t *testing.T) {
 	defer acancel()
 	ctx, cancel := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
 	defer cancel()
-	ctx, tcancel := context.WithTimeout(ctx, 60*time.Second)
+	ctx, tcancel := context.WithTimeout(ctx, 120*time.Second)
 	defer tcancel()
 
 	shot := func(name string) chromedp.Action {
@@ -97,13 +97,30 @@ func TestDashboard(t *testing.T) {
 			return os.WriteFile(p, buf, 0o644)
 		})
 	}
+	// nav opens a page of the console the way a user does: the sidebar.
+	nav := func(view string) chromedp.Action {
+		return chromedp.Click(`#nav a[data-view="`+view+`"]`, chromedp.ByQuery)
+	}
+	// run runs one step with its own deadline; on failure it saves a
+	// screenshot of the page as it was.
 	run := func(what string, actions ...chromedp.Action) {
 		t.Helper()
-		if err := chromedp.Run(ctx, actions...); err != nil {
+		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+		defer scancel()
+		if err := chromedp.Run(sctx, actions...); err != nil {
+			name := "failed-" + strings.ReplaceAll(what, " ", "-")
+			if serr := chromedp.Run(ctx, shot(name)); serr != nil {
+				t.Logf("no failure screenshot: %v", serr)
+			}
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
 
+	// Start the browser on the long-lived context: the first Run on a
+	// chromedp context owns the browser, and steps run on sub-contexts.
+	if err := chromedp.Run(ctx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
 	run("login page",
 		chromedp.Navigate(e.base+"/"),
 		chromedp.WaitVisible("#login-username", chromedp.ByID),
@@ -127,13 +144,16 @@ func TestDashboard(t *testing.T) {
 	if conn != "2" {
 		t.Errorf("overview shows %q connections, want 2", conn)
 	}
-	time.Sleep(4500 * time.Millisecond) // let the charts collect more than one point (display only)
-	run("overview screenshot", shot("02-overview"))
+	chartPoints := func(n int) chromedp.Action {
+		return chromedp.Poll(fmt.Sprintf(`Number(document.querySelector("#chart-msgs").dataset.points || 0) >= %d`, n), nil,
+			chromedp.WithPollingTimeout(20*time.Second))
+	}
+	run("overview screenshot", chartPoints(3), shot("02-overview"))
 
 	// Clients: the test client is listed; kick it.
 	row := `tr[data-client-id="sensor-kitchen-01"]`
 	run("clients",
-		chromedp.Navigate(e.base+"/#/clients"),
+		nav("clients"),
 		chromedp.WaitVisible(row, chromedp.ByQuery),
 		shot("03-clients"))
 	var rowText string
@@ -158,7 +178,7 @@ func TestDashboard(t *testing.T) {
 
 	// Publish from the form; the subscriber receives it.
 	run("publish",
-		chromedp.Navigate(e.base+"/#/publish"),
+		nav("publish"),
 		chromedp.WaitVisible("#pub-topic", chromedp.ByID),
 		chromedp.SendKeys("#pub-topic", "dash/hello", chromedp.ByID),
 		chromedp.SendKeys("#pub-payload", "hello from the console", chromedp.ByID),
@@ -178,24 +198,24 @@ func TestDashboard(t *testing.T) {
 
 	// The other pages render, in both themes.
 	run("retained",
-		chromedp.Navigate(e.base+"/#/retained"),
+		nav("retained"),
 		chromedp.WaitVisible(`#retained-table tbody tr td.mono`, chromedp.ByQuery),
 		shot("08-retained"))
 	run("subscriptions",
-		chromedp.Navigate(e.base+"/#/subscriptions"),
+		nav("subscriptions"),
 		chromedp.WaitVisible(`#subs-table tbody tr td.mono`, chromedp.ByQuery),
 		shot("09-subscriptions"))
 	run("listeners",
-		chromedp.Navigate(e.base+"/#/listeners"),
+		nav("listeners"),
 		chromedp.WaitVisible(`#listeners-table tbody tr`, chromedp.ByQuery),
 		shot("10-listeners"))
 	run("dark overview",
 		chromedp.Click("#theme-toggle", chromedp.ByID),
-		chromedp.Navigate(e.base+"/#/overview"),
+		nav("overview"),
 		chromedp.WaitVisible("#st-conn", chromedp.ByID),
-		chromedp.Sleep(2500*time.Millisecond),
+		chartPoints(2),
 		shot("11-overview-dark"),
-		chromedp.Navigate(e.base+"/#/clients"),
+		nav("clients"),
 		chromedp.WaitVisible(`tr[data-client-id="watcher"]`, chromedp.ByQuery),
 		shot("12-clients-dark"))
 

@@ -329,6 +329,7 @@
       const g = c.getContext("2d");
       g.setTransform(dpr, 0, 0, dpr, 0, 0);
       g.clearRect(0, 0, w, h);
+      c.dataset.points = String(times.length);
       const cs = getComputedStyle(document.documentElement);
       const colors = [cs.getPropertyValue("--accent").trim(), cs.getPropertyValue("--series-2").trim()];
       const grid = cs.getPropertyValue("--border").trim(), muted = cs.getPropertyValue("--muted").trim();
