@@ -498,6 +498,11 @@ func compareRun(ctx context.Context, b brokerDef, cfg Config, lim CompareLimits,
 	select {
 	case err := <-exited:
 		stopped = true
+		if err == nil {
+			// A clean exit nobody here asked for: another process sent
+			// it SIGTERM (scripts/test runs pkill -x mosquitto, say).
+			err = errors.New("exit status 0, stopped by another process?")
+		}
 		return nil, fmt.Errorf("%s exited during the run: %v (log: %s)", b.name, err, tail(logPath))
 	default:
 	}
@@ -715,6 +720,9 @@ func writeCompareMarkdown(w io.Writer, rep *CompareReport) {
 
 func writeCompareNotes(w io.Writer, rep *CompareReport) {
 	fmt.Fprintf(w, "\nmedian of %d run(s) per broker; ↑ higher is better, ↓ lower is better; ! = faults, listed below\n", rep.Repeat)
+	if rep.Quick {
+		fmt.Fprintln(w, "--quick: counts, rates and durations scaled down; the labels give the full run's")
+	}
 	for _, sc := range rep.Scenarios {
 		for _, b := range rep.Brokers {
 			for _, e := range sc.Errors[b] {
