@@ -250,8 +250,8 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 		// without sending it [MQTT-3.1.2-24].
 		return &refusedError{why: "client maximum packet size below CONNACK size"}
 	}
+	c.connectedAt = time.Now() // before attach makes the client visible
 	c.srv.attach(c, cp.CleanStart, expiry, will, willDelay, &ack, c.tx)
-	c.connectedAt = time.Now()
 	c.srv.log.Debug("client connected", "client", id, "remote", c.remote, "version", c.version, "clean", cp.CleanStart, "keepalive", c.keepAlive)
 	return nil
 }
