@@ -405,6 +405,7 @@ type clientOpts struct {
 	expiry    uint32 // v5 Session Expiry Interval
 	will      *packet.Publish
 	willDelay uint32
+	recvMax   uint16 // v5 Receive Maximum (0: not sent)
 }
 
 var errRefused = errors.New("connection refused by CONNACK")
@@ -420,6 +421,10 @@ func dialMQTT(addr string, o clientOpts) (*mconn, *packet.Connack, error) {
 	if o.v == packet.V5 && o.expiry > 0 {
 		cp.Props.SessionExpiryInterval = o.expiry
 		cp.Props.Set(packet.PropSessionExpiryInterval)
+	}
+	if o.v == packet.V5 && o.recvMax > 0 {
+		cp.Props.ReceiveMaximum = o.recvMax
+		cp.Props.Set(packet.PropReceiveMaximum)
 	}
 	if o.will != nil {
 		cp.WillFlag = true
