@@ -515,29 +515,38 @@ func (c *client) publishLoop(rate float64, phase time.Duration) {
 				}
 				p.PacketID = c.allocID()
 			}
-			ts := time.Now().UnixNano()
-			EncodeHeader(payload, ts, seq, c.pubIdx)
-			c.wmu.Lock()
-			c.wbuf = p.AppendHeader(c.wbuf[:0], c.version)
-			_, err := c.bw.Write(c.wbuf)
-			if err == nil {
-				_, err = c.bw.Write(payload)
-			}
-			c.wrote = true
-			c.wmu.Unlock()
-			if err != nil {
+			if c.writePublish(&p, seq) != nil {
 				return
 			}
 			seq++
-			c.sent.Add(1)
-			if ts >= r.winStart && ts < r.winEnd {
-				c.sentWin.Add(1)
-			}
 		}
 		if rate > 0 && c.flush() != nil {
 			return
 		}
 	}
+}
+
+// writePublish stamps p's payload with the send time, seq and the
+// publisher's index and queues the packet (p.PacketID already set).
+func (c *client) writePublish(p *packet.Publish, seq uint64) error {
+	ts := time.Now().UnixNano()
+	EncodeHeader(p.Payload, ts, seq, c.pubIdx)
+	c.wmu.Lock()
+	c.wbuf = p.AppendHeader(c.wbuf[:0], c.version)
+	_, err := c.bw.Write(c.wbuf)
+	if err == nil {
+		_, err = c.bw.Write(p.Payload)
+	}
+	c.wrote = true
+	c.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.sent.Add(1)
+	if ts >= c.r.winStart && ts < c.r.winEnd {
+		c.sentWin.Add(1)
+	}
+	return nil
 }
 
 // sleepUntil waits until t; false when stop or dead closed first.
