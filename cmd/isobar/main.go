@@ -13,16 +13,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/isobar-mq/isobar/internal/auth"
 	"github.com/isobar-mq/isobar/internal/config"
 	"github.com/isobar-mq/isobar/internal/node"
+	"github.com/isobar-mq/isobar/internal/version"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -71,15 +68,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 }
 
-func buildVersion() string {
-	if version != "dev" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return version
-}
+func buildVersion() string { return version.String() }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	var lvl slog.Level

@@ -33,12 +33,6 @@ func validFilter(f string) error {
 	return nil
 }
 
-// validTopicName reports whether t is a valid topic name for PUBLISH: a
-// valid filter without wildcards.
-func validTopicName(t string) bool {
-	return t != "" && strings.IndexByte(t, '+') < 0 && strings.IndexByte(t, '#') < 0 && validFilter(t) == nil
-}
-
 // nextLevel returns the topic level of s starting at pos and the position
 // of the following level. When the last level has been consumed the
 // returned position is len(s)+1, so "pos > len(s)" means "no more levels".

@@ -61,7 +61,6 @@ type client struct {
 	rbuf        []byte
 	rpos, rlen  int
 	aliasIn     map[uint16]string
-	inboundQoS2 int
 	scratch     routeScratch
 	disconnect  bool // DISCONNECT received
 	willOnClose bool // DISCONNECT 0x04: publish the will anyway

@@ -423,7 +423,6 @@ func (c *pahoV5) serverDisconnect() *paho.Disconnect {
 func u32(v uint32) *uint32 { return &v }
 func u16(v uint16) *uint16 { return &v }
 func byteP(v byte) *byte   { return &v }
-func intP(v int) *int      { return &v }
 
 // ---------------------------------------------------------------------------
 // paho.mqtt.golang (MQTT 3.1.1).

@@ -157,7 +157,8 @@ func (s *Server) publish(m *Message, sc *routeScratch, tx *txn) int {
 			}
 		} else {
 			s.retained.Set(m.Topic, m)
-			if tx.durable() {
+			// $SYS values are recomputed at every start: not stored.
+			if tx.durable() && !strings.HasPrefix(m.Topic, "$SYS/") {
 				r := messageRecord(m)
 				r.Retain = true
 				tx.batch.PutRetained(r)

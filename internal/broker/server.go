@@ -109,7 +109,6 @@ type Server struct {
 	online atomic.Int64
 	conns  atomic.Int64
 	quit   chan struct{}
-	sweep  *time.Ticker
 }
 
 // New creates a server. log may be nil (discard).

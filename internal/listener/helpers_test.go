@@ -112,10 +112,6 @@ func waitAccept(t testing.TB, ch <-chan acceptResult) net.Conn {
 	}
 }
 
-func accept(t testing.TB, l Listener) net.Conn {
-	t.Helper()
-	return waitAccept(t, acceptAsync(l))
-}
 
 // expectNoAccept asserts that no connection is delivered within d. The
 // pending Accept is drained when the listener closes.

@@ -73,9 +73,16 @@ func (c *wsClient) send(t *testing.T, frames ...[]byte) {
 func (c *wsClient) readFrame(t *testing.T) ws.Frame {
 	t.Helper()
 	_ = c.conn.SetReadDeadline(time.Now().Add(testTimeout))
-	f, err := ws.ReadFrame(c.r)
+	h, err := ws.ReadHeader(c.r)
 	if err != nil {
-		t.Fatalf("client read frame: %v", err)
+		t.Fatalf("client read frame header: %v", err)
+	}
+	if h.Length > 1<<24 {
+		t.Fatalf("client read frame: length %d", h.Length)
+	}
+	f := ws.Frame{Header: h, Payload: make([]byte, h.Length)}
+	if _, err := io.ReadFull(c.r, f.Payload); err != nil {
+		t.Fatalf("client read frame payload: %v", err)
 	}
 	if f.Header.Masked {
 		t.Fatal("server frame is masked")

@@ -522,7 +522,7 @@ func TestRefuseForeignDirectory(t *testing.T) {
 		db.Close()
 		s := openT(t, Options{Dir: dir})
 		s.Close()
-		s = openT(t, Options{Dir: dir}) // and now it has its meta record
+		_ = openT(t, Options{Dir: dir}) // and now it has its meta record
 	})
 	t.Run("lone lock file", func(t *testing.T) {
 		dir := t.TempDir()

@@ -18,9 +18,9 @@ package sys
 
 import (
 	"fmt"
+	"github.com/isobar-mq/isobar/internal/version"
 	"log/slog"
 	"math"
-	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"sync"
@@ -67,14 +67,8 @@ type counters struct {
 	msgsReceived, msgsSent, dropped, bytesReceived, bytesSent, sockets, connects uint64
 }
 
-// BuildVersion returns the module version from the build information, or
-// "dev" for a development build.
-func BuildVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
+// BuildVersion returns the version of this build (see package version).
+func BuildVersion() string { return version.String() }
 
 // Start publishes the version and a first update at once, then updates
 // every opts.Interval. It returns nil when opts.Interval <= 0.

@@ -29,6 +29,11 @@ func RunNode(t testing.TB, yamlConfig string) *node.Node {
 		// Tests run in memory unless they configure a store.
 		cfg.Store.Mode = "memory"
 	}
+	if !strings.Contains(yamlConfig, "http:") {
+		// No console/API unless the test asks for it (the default
+		// address is a fixed port).
+		cfg.HTTP.Enabled = false
+	}
 	var w io.Writer = io.Discard
 	level := slog.LevelInfo
 	if l := os.Getenv("ISOBAR_TEST_LOG"); l != "" {

@@ -169,7 +169,7 @@ func (r *Retained[V]) Match(filter string, fn func(topic string, v V) bool) {
 	if filter == "" {
 		return
 	}
-	if strings.IndexAny(filter, "+#") < 0 {
+	if !strings.ContainsAny(filter, "+#") {
 		if v, ok := r.Get(filter); ok {
 			fn(filter, v)
 		}
