@@ -40,7 +40,7 @@ type Node struct {
 
 // Start builds and starts a node from a configuration.
 func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
-	sec, err := NewSecurity(cfg.Auth, log)
+	sec, err := NewSecurity(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +56,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 			SyncInterval: cfg.Store.SyncInterval, Logger: log,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("store: %w", err)
+			return nil, err
 		}
 		opts.Store = st
 		log.Info("durable store open", "data_dir", cfg.Store.DataDir, "sync", cfg.Store.Sync)
