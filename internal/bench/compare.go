@@ -160,7 +160,9 @@ func pick[T any](quick bool, full, q T) T {
 	return full
 }
 
-func compareScenarios() []compareScenario {
+// compareScenarios lists the scenarios; idle is the connection count of
+// conn-idle.
+func compareScenarios(idle int) []compareScenario {
 	run := func(quick bool, sc string, qos int) Config {
 		return Config{
 			Scenario: sc,
@@ -212,9 +214,17 @@ func compareScenarios() []compareScenario {
 			c.Rate = pick(q, 20000.0, 2000.0)
 			return c
 		}, []metricDef{mP50, mP99, mCPU, mLost}},
-		{"conn-10k", "10k idle connections (MQTT 3.1.1), broker RSS", func(q bool) Config {
+		{"conn-idle", fmt.Sprintf("%dk idle connections (MQTT 3.1.1), broker RSS", idle/1000), func(q bool) Config {
 			c := run(q, ScenarioConn, 0)
-			c.Conns = pick(q, 10000, 300)
+			c.Conns = pick(q, idle, 300)
+			// Beyond about 25,000 connections one source address runs
+			// out of ephemeral ports (32768-60999): spread them over
+			// 127.0.0.1, 127.0.0.2, ...
+			for i := range (c.Conns + 24999) / 25000 {
+				if c.Conns > 25000 {
+					c.LocalAddrs = append(c.LocalAddrs, fmt.Sprintf("127.0.0.%d", i+1))
+				}
+			}
 			c.Duration = pick(q, 5*time.Second, 500*time.Millisecond)
 			c.Warmup = 0
 			return c
@@ -258,6 +268,7 @@ type compareOpts struct {
 	quick                    bool
 	jsonOut, markdownOut     string
 	workDir                  string
+	idle                     int
 	limits                   CompareLimits
 	machine                  []string
 }
@@ -275,6 +286,7 @@ func compareMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.jsonOut, "json-out", "", "write the full report as JSON to this file")
 	fs.StringVar(&o.markdownOut, "markdown-out", "", "write the summary table as Markdown to this file")
 	fs.StringVar(&o.workDir, "work-dir", "", "directory for broker configurations and logs (default: a temporary one)")
+	fs.IntVar(&o.idle, "idle-conns", 10000, "connections of the conn-idle scenario (needs as many file descriptors in broker and generator)")
 	fs.IntVar(&o.limits.Inflight, "max-inflight", o.limits.Inflight, "broker in-flight window per subscriber")
 	fs.IntVar(&o.limits.Queued, "max-queued", o.limits.Queued, "broker queue per subscriber beyond the window")
 	fs.IntVar(&o.limits.ReceiveMax, "receive-maximum", o.limits.ReceiveMax, "broker inbound window per publisher (also the generator's window)")
@@ -289,6 +301,10 @@ func compareMain(args []string, stdout, stderr io.Writer) int {
 	o.machine = info
 	if o.isobar == "" {
 		fmt.Fprintln(stderr, "compare: --isobar is required")
+		return 2
+	}
+	if o.idle < 1000 {
+		fmt.Fprintln(stderr, "compare: --idle-conns must be at least 1000")
 		return 2
 	}
 	if o.repeat < 1 {
@@ -347,7 +363,10 @@ func runCompare(ctx context.Context, o compareOpts, progress io.Writer) (*Compar
 		brokers = append(brokers, mochiBroker(o.mochi))
 	}
 	var scenarios []compareScenario
-	for _, sc := range compareScenarios() {
+	if lim := fileLimit(); o.idle+200 > lim {
+		fmt.Fprintf(progress, "compare: %d idle connections need about %d file descriptors in the broker and in the generator; the limit is %d\n", o.idle, o.idle+200, lim)
+	}
+	for _, sc := range compareScenarios(o.idle) {
 		if o.only == "" || slices.Contains(strings.Split(o.only, ","), sc.Name) {
 			scenarios = append(scenarios, sc)
 		}
@@ -555,6 +574,14 @@ func raiseFileLimit() {
 		l.Cur = l.Max
 		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 	}
+}
+
+func fileLimit() int {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil || l.Cur > 1<<30 {
+		return 1 << 30
+	}
+	return int(l.Cur)
 }
 
 func machineInfo(extra []string) map[string]string {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -83,7 +85,7 @@ func TestCompareQuick(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/isobar: %v\n%s", err, out)
 	}
-	args := []string{"--isobar", bin, "--quick", "--repeat", "1", "--scenarios", "p2p-qos1,conn-10k",
+	args := []string{"--isobar", bin, "--quick", "--repeat", "1", "--scenarios", "p2p-qos1,conn-idle",
 		"--json-out", filepath.Join(dir, "r.json"), "--markdown-out", filepath.Join(dir, "r.md"), "--work-dir", dir}
 	want := []string{"isobar"}
 	if _, err := os.Stat("/usr/sbin/mosquitto"); err == nil {
@@ -115,6 +117,26 @@ func TestCompareQuick(t *testing.T) {
 			}
 			if _, ok := sc.Metrics[0].Values[b]; !ok {
 				t.Errorf("%s: no %s figure for %s", sc.Name, sc.Metrics[0].Name, b)
+			}
+		}
+	}
+}
+
+func TestIdleConnsSpreadOverSourceAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		idle  int
+		addrs []string
+	}{{10000, nil}, {25000, nil}, {50000, []string{"127.0.0.1", "127.0.0.2"}}, {60000, []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}}} {
+		for _, sc := range compareScenarios(tc.idle) {
+			if sc.Name != "conn-idle" {
+				continue
+			}
+			cfg := sc.config(false)
+			if cfg.Conns != tc.idle || !slices.Equal(cfg.LocalAddrs, tc.addrs) {
+				t.Errorf("%d idle: conns %d, source addresses %v, want %v", tc.idle, cfg.Conns, cfg.LocalAddrs, tc.addrs)
+			}
+			if !strings.Contains(sc.Label, strconv.Itoa(tc.idle/1000)+"k idle") {
+				t.Errorf("label %q", sc.Label)
 			}
 		}
 	}
