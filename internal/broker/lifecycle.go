@@ -60,7 +60,6 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 		sess.online.Store(true)
 		sess.user.Store(&c.username)
 		sess.role.Store(uint32(c.role))
-		wasPersistent := sess.persistentLocked()
 		sess.expiryInterval = expiry
 		if sess.expiryTimer != nil {
 			sess.expiryTimer.Stop()
@@ -77,8 +76,10 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 		if tx.durable() {
 			if sess.persistentLocked() {
 				tx.batch.PutSession(sess.sessionRecordLocked())
-			} else if wasPersistent {
+				sess.stored = true
+			} else if sess.stored {
 				tx.batch.DeleteSession(sess.id)
+				sess.stored = false
 			}
 		}
 		if c.version < packet.V5 && clean {
@@ -161,6 +162,7 @@ func (s *Server) detach(c *client, normal bool) {
 		}
 		if sess.persistentLocked() && tx.durable() {
 			tx.batch.PutSession(sess.sessionRecordLocked())
+			sess.stored = true
 		}
 		sess.mu.Unlock()
 	}
@@ -210,8 +212,11 @@ func (s *Server) endSessionLocked(sess *session, tx *txn) {
 	}
 	sess.queue = nil
 	sess.msgs = nil
-	if s.store != nil && tx.durable() {
+	if sess.stored && tx.durable() {
+		// Only sessions that were ever stored cost a write: a clean
+		// session ends without touching the store.
 		tx.batch.DeleteSession(sess.id)
+		sess.stored = false
 	}
 	sess.mu.Unlock()
 	if dropped > 0 {
@@ -323,9 +328,11 @@ func (s *Server) Restore() error {
 	start := time.Now()
 	now := start.UnixNano()
 	var nRetained, nSessions, nMsgs, nExpired int
+	cleanup := s.store.NewBatch()
 	err := s.store.LoadRetained(func(r *store.MessageRecord) error {
 		m := messageFromRecord(r)
 		if m.expired(now) {
+			cleanup.DeleteRetained(m.Topic)
 			return nil
 		}
 		s.retained.Set(m.Topic, m)
@@ -335,7 +342,6 @@ func (s *Server) Restore() error {
 	if err != nil {
 		return err
 	}
-	cleanup := s.store.NewBatch()
 	type ownedWill struct {
 		m     *Message
 		owner ClientInfo
@@ -347,7 +353,8 @@ func (s *Server) Restore() error {
 		if r.ExpiryInterval != 0xFFFFFFFF {
 			expiresAt = r.DisconnectedAt + int64(r.ExpiryInterval)*int64(time.Second)
 		}
-		if r.DisconnectedAt == 0 {
+		online := r.DisconnectedAt == 0
+		if online {
 			// Online when the node stopped: offline since then.
 			r.DisconnectedAt = now
 			if r.ExpiryInterval != 0xFFFFFFFF {
@@ -363,6 +370,7 @@ func (s *Server) Restore() error {
 			return nil
 		}
 		sess := newSession(s, r.ClientID)
+		sess.stored = true
 		sess.expiryInterval = r.ExpiryInterval
 		sess.nextID = r.NextPacketID
 		user := r.Username
@@ -413,13 +421,28 @@ func (s *Server) Restore() error {
 			sess.inboundQoS2[id] = struct{}{}
 		}
 		if r.Will != nil {
-			sess.will = messageFromRecord(r.Will)
-			if r.WillAt != 0 {
+			will := messageFromRecord(r.Will)
+			sess.will = will
+			sess.willDelay = r.WillDelay
+			switch {
+			case r.WillAt != 0:
+				// A delayed will was pending: due at its time (wall clock).
 				sess.willAt = r.WillAt
-				delay := time.Duration(r.WillAt - now)
-				sess.willTimer = time.AfterFunc(max(delay, 0), func() { s.fireWill(sess) })
-			} else {
-				sess.willDelay = 1 // published when the session ends
+				sess.willTimer = time.AfterFunc(max(time.Duration(r.WillAt-now), 0), func() { s.fireWill(sess) })
+			case online && r.WillDelay == 0:
+				// The connection ended with the crash: its will is due now.
+				sess.will = nil
+				wills = append(wills, ownedWill{will, ClientInfo{ClientID: r.ClientID, Username: r.Username}})
+				rec := *r
+				rec.Will = nil
+				cleanup.PutSession(&rec)
+			case online && r.WillDelay < r.ExpiryInterval:
+				delay := time.Duration(r.WillDelay) * time.Second
+				sess.willAt = now + int64(delay)
+				sess.willTimer = time.AfterFunc(delay, func() { s.fireWill(sess) })
+			default:
+				// Published when the session ends (delay >= expiry).
+				sess.willDelay = max(r.WillDelay, 1)
 			}
 		}
 		if expiresAt != 0 {

@@ -308,6 +308,7 @@ func (s *Server) housekeeping() {
 			for _, t := range expired {
 				if m, ok := s.retained.Get(t); ok && m.expired(now) {
 					s.retained.Delete(t)
+					s.storeAsync(func(b store.Batch) { b.DeleteRetained(t) })
 				}
 			}
 		}

@@ -60,6 +60,7 @@ type session struct {
 	mu     mutex
 	client *client // current connection, nil while offline
 	ended  bool    // removed from the server; deliveries are dropped
+	stored bool    // a record of it is in the store
 
 	subs map[string]subscription
 
@@ -399,12 +400,16 @@ func (s *session) sessionRecordLocked() *store.SessionRecord {
 	}
 	if s.client == nil {
 		r.DisconnectedAt = time.Now().UnixNano()
-		if s.will != nil && s.willTimer != nil {
-			r.Will = messageRecord(s.will)
+	}
+	// The will is part of the session state: while online it is due if
+	// the node crashes (the connection then ends abnormally); while
+	// offline it is the delayed will, or the one held until the session
+	// ends (delay >= expiry).
+	if s.will != nil {
+		r.Will = messageRecord(s.will)
+		r.WillDelay = s.willDelay
+		if s.willTimer != nil {
 			r.WillAt = s.willAt
-		} else if s.will != nil {
-			// Will held until the session ends (delay >= expiry).
-			r.Will = messageRecord(s.will)
 		}
 	}
 	return r

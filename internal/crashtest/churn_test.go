@@ -405,10 +405,6 @@ func walSize(t testing.TB, dir string) int64 {
 // their connections, subscriptions and disconnections must not cost a
 // store commit (an fsync each with sync: always) nor leave tombstones.
 func TestCleanSessionsDoNotWrite(t *testing.T) {
-	if !knownBugs() {
-		t.Skip("BUG: endSessionLocked records DeleteSession (1 point + 3 range tombstones) and detach commits it for every " +
-			"ending session, persistent or not: one fsync'd commit per clean-session disconnect. ISOBAR_CRASHTEST_KNOWN_BUGS=1 runs it.")
-	}
 	n, addr, _ := startLoggedNode(t, nodeConfig(t.TempDir(), ""))
 	before := n.Store.Stats().Commits
 	const rounds = 20

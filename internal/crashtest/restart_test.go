@@ -170,10 +170,6 @@ func TestRestartWillDelay(t *testing.T) {
 // Will Delay are part of the server's session state (MQTT 5 §4.1), so
 // after the restart the will is due once the delay has passed.
 func TestRestartWillOfConnectedClient(t *testing.T) {
-	if !knownBugs() {
-		t.Skip("BUG: a connected client's will is not stored (sessionRecordLocked writes Will only while offline); " +
-			"a SIGKILL loses it. ISOBAR_CRASHTEST_KNOWN_BUGS=1 runs it.")
-	}
 	const delay = time.Second
 	b := newBroker(t, "")
 	b.start()

@@ -62,9 +62,10 @@ package store
 //
 // Session (SessionRecord; ClientID comes from the key):
 //
-//	version=1 | flags (bit0 will follows) | ExpiryInterval varint |
-//	DisconnectedAt varint | NextPacketID varint | Username string |
-//	[WillAt varint | will message as bytes]
+//	version=1 | flags (bit0 will follows, bit1 will delay follows) |
+//	ExpiryInterval varint | DisconnectedAt varint | NextPacketID varint |
+//	Username string | [WillAt varint | will message as bytes] |
+//	[WillDelay varint]
 //
 // Subscription (SubscriptionRecord; Filter comes from the key):
 //
@@ -428,6 +429,9 @@ func appendSession(dst []byte, s *SessionRecord) []byte {
 	var flags byte
 	if s.Will != nil {
 		flags |= 1
+		if s.WillDelay > 0 {
+			flags |= 2
+		}
 	}
 	dst = append(dst, valueV1, flags)
 	dst = binary.AppendUvarint(dst, uint64(s.ExpiryInterval))
@@ -440,6 +444,9 @@ func appendSession(dst []byte, s *SessionRecord) []byte {
 		n := 1 + uvarintLen(uint64(h)) + h + len(s.Will.Payload)
 		dst = binary.AppendUvarint(dst, uint64(n))
 		dst = appendMessageHead(dst, s.Will, h)
+		if s.WillDelay > 0 {
+			dst = binary.AppendUvarint(dst, uint64(s.WillDelay))
+		}
 	}
 	return dst
 }
@@ -456,7 +463,7 @@ func decodeSession(v []byte, s *SessionRecord) error {
 	}
 	d := decoder{b: v[1:]}
 	flags := d.byte("flags")
-	if flags&^1 != 0 && d.err == nil {
+	if (flags&^3 != 0 || flags == 2) && d.err == nil {
 		return fmt.Errorf("unknown session flags 0x%02X", flags)
 	}
 	s.ExpiryInterval = uint32(d.uvarint("expiry interval", math.MaxUint32))
@@ -472,6 +479,9 @@ func decodeSession(v []byte, s *SessionRecord) error {
 		s.Will = new(MessageRecord)
 		if err := decodeMessage(w, s.Will); err != nil {
 			return fmt.Errorf("will: %w", err)
+		}
+		if flags&2 != 0 {
+			s.WillDelay = uint32(d.uvarint("will delay", math.MaxUint32))
 		}
 	}
 	return d.finish("session")

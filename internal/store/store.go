@@ -22,9 +22,10 @@ const (
 	// Concurrent commits share one fsync (group commit).
 	SyncAlways SyncPolicy = "always"
 	// SyncInterval returns from Commit once the change is in the store's
-	// log buffer (written to the OS microseconds later) and fsyncs every
-	// Options.SyncInterval: a process crash may lose the last instant of
-	// commits, a machine crash up to that window.
+	// in-memory log buffer, which is written and fsynced every
+	// Options.SyncInterval (or when a log block fills): a crash of the
+	// process or the machine may lose up to that window of acknowledged
+	// changes.
 	SyncInterval SyncPolicy = "interval"
 )
 
@@ -64,11 +65,15 @@ type SessionRecord struct {
 	// 0 while it is connected. Expiry after a restart counts from it.
 	DisconnectedAt int64
 	Username       string
-	// Will is the will of the last connection when its publication is
-	// still pending (delayed), nil otherwise. WillAt is when to publish it
-	// (unix nanoseconds).
-	Will   *MessageRecord
-	WillAt int64
+	// Will is the will of the current connection (while online: a crash
+	// ends that connection abnormally, so the will is due after a
+	// restart), or of the last one while its publication is pending
+	// (delayed); nil otherwise. WillAt is when to publish it (unix
+	// nanoseconds; 0 = not scheduled yet), WillDelay its Will Delay
+	// Interval in seconds.
+	Will      *MessageRecord
+	WillAt    int64
+	WillDelay uint32
 	// NextPacketID is the last outbound packet identifier used.
 	NextPacketID uint16
 }
