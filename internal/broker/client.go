@@ -67,8 +67,10 @@ type client struct {
 	lastType    packet.Type
 	rate        publishLimiter
 	rateLimited bool // over the connection rate of its source address
-	pub         packet.Publish
-	ack         packet.Ack
+	// Decoding targets, reused; allocated on first use so that idle
+	// connections do not carry them.
+	pub *packet.Publish
+	ack *packet.Ack
 
 	// outbound, guarded by omu
 	omu       sync.Mutex
@@ -235,7 +237,6 @@ func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) int {
 	if len(m.Payload) > largePayload {
 		n += len(m.Payload)
 	}
-	c.srv.stats.msgsSent.Add(1)
 	c.srv.stats.sentByQoS[d.qos].Add(1)
 	if !dup {
 		c.srv.stats.latency.observe(now - m.Received)
@@ -265,7 +266,24 @@ func (c *client) readLoop() error {
 	if err := c.handleConnect(h, body); err != nil {
 		return err
 	}
+	var armedAt int64
 	for {
+		// Keep alive [MQTT-3.1.2-22]: the read deadline is re-armed only
+		// when a good part of the window has passed (a deadline per packet
+		// costs a clock read and a timer update), with slack so that a
+		// client is never cut off earlier than 1.5 x keep-alive after its
+		// last packet.
+		if c.keepAlive > 0 {
+			window := time.Duration(c.keepAlive) * 1500 * time.Millisecond
+			rearm := min(window/4, time.Second)
+			if now := c.srv.clock.Load(); time.Duration(now-armedAt) >= rearm {
+				armedAt = now
+				_ = c.conn.SetReadDeadline(time.Unix(0, now).Add(window + rearm + 2*clockTick))
+			}
+		} else if armedAt == 0 {
+			armedAt = 1
+			_ = c.conn.SetReadDeadline(time.Time{})
+		}
 		// Commit once no complete packet is left in the read buffer: one
 		// durable write (and fsync) covers everything that arrived
 		// together, and the acknowledgements waiting for it go out.
@@ -273,11 +291,6 @@ func (c *client) readLoop() error {
 			if err := c.tx.commit(c.srv); err != nil {
 				return protoErr(packet.UnspecifiedError, "store: "+err.Error())
 			}
-		}
-		if c.keepAlive > 0 {
-			_ = c.conn.SetReadDeadline(time.Now().Add(time.Duration(c.keepAlive) * 1500 * time.Millisecond))
-		} else {
-			_ = c.conn.SetReadDeadline(time.Time{})
 		}
 		if c.kicked.Load() {
 			return errKicked

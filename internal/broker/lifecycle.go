@@ -103,7 +103,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 			if present {
 				sess.resendLocked()
 			}
-			sess.drainLocked()
+			sess.drainLocked(time.Now().UnixNano())
 		})
 		return
 	}

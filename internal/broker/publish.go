@@ -18,13 +18,15 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 	// one allocation per inbound PUBLISH; topic, properties and payload
 	// all alias it).
 	body = append(make([]byte, 0, len(body)), body...)
-	p := &c.pub
+	if c.pub == nil {
+		c.pub = new(packet.Publish)
+	}
+	p := c.pub
 	if err := packet.DecodePublish(p, h.Flags, body, c.version); err != nil {
 		return err
 	}
 	o := &c.srv.opts
 	v5 := c.version >= packet.V5
-	c.srv.stats.msgsReceived.Add(1)
 	c.srv.stats.receivedByQoS[p.QoS].Add(1)
 
 	if v5 && len(p.Props.SubscriptionIdentifiers) > 1 {
@@ -225,8 +227,9 @@ func (s *Server) route(m *Message, sc *routeScratch, tx *txn) int {
 		}
 		targets = append(targets, target{sess: e.Key, d: d})
 	}
+	now := time.Now().UnixNano() // once per message, not per delivery
 	for i := range targets {
-		targets[i].sess.deliver(targets[i].d, tx)
+		targets[i].sess.deliver(targets[i].d, tx, now)
 	}
 	n := len(targets)
 	clear(targets)
@@ -309,19 +312,22 @@ func (s *Server) dispatchShared(d delivery, from *session, tx *txn) {
 				nd.subIDs = []uint32{e.Opts.ID}
 			}
 			s.stats.sharedRedispatched.Add(1)
-			e.Key.deliver(nd, tx)
+			e.Key.deliver(nd, tx, time.Now().UnixNano())
 			return
 		}
 	}
 	from.mu.Lock()
 	if !from.ended && from.client == nil && from.expiryInterval != 0 {
-		from.deliverLocked(d, tx)
+		from.deliverLocked(d, tx, time.Now().UnixNano())
 	}
 	from.mu.Unlock()
 }
 
 func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
-	a := &c.ack
+	if c.ack == nil {
+		c.ack = new(packet.Ack)
+	}
+	a := c.ack
 	if err := packet.DecodeAck(a, h.Type, h.Flags, body, c.version); err != nil {
 		return err
 	}

@@ -106,6 +106,10 @@ type Server struct {
 	connRate      *connRateLimiter
 	listenerConns map[string]int // connected clients per listener, guarded by mu
 
+	// clock is a coarse wall clock (unix nanoseconds) updated every
+	// clockTick, read where exactness does not matter.
+	clock atomic.Int64
+
 	online atomic.Int64
 	conns  atomic.Int64
 	quit   chan struct{}
@@ -130,9 +134,28 @@ func New(opts Options, log *slog.Logger, auth Auth) *Server {
 		connRate:      &connRateLimiter{rate: opts.ConnectionRate, burst: float64(max(opts.ConnectionBurst, 1))},
 		listenerConns: make(map[string]int),
 	}
-	s.wg.Add(1)
+	s.clock.Store(time.Now().UnixNano())
+	s.wg.Add(2)
 	go s.housekeeping()
+	go s.tick()
 	return s
+}
+
+const clockTick = 100 * time.Millisecond
+
+// tick updates the coarse clock.
+func (s *Server) tick() {
+	defer s.wg.Done()
+	t := time.NewTicker(clockTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case now := <-t.C:
+			s.clock.Store(now.UnixNano())
+		}
+	}
 }
 
 // Options returns the effective options (defaults filled in).

@@ -101,20 +101,21 @@ func newSession(srv *Server, id string) *session {
 func (s *session) persistentLocked() bool { return s.srv.store != nil && s.expiryInterval > 0 }
 
 // deliver hands a routed message to the session.
-func (s *session) deliver(d delivery, tx *txn) {
+func (s *session) deliver(d delivery, tx *txn, now int64) {
 	s.mu.Lock()
-	s.deliverLocked(d, tx)
+	s.deliverLocked(d, tx, now)
 	s.mu.Unlock()
 }
 
 // deliverLocked sends a message to the connected client, or queues it:
 // while offline, while the in-flight window is full, or until its record is
 // committed.
-func (s *session) deliverLocked(d delivery, tx *txn) {
+// now is the current time (unix nanoseconds), read once per routed
+// message by the caller.
+func (s *session) deliverLocked(d delivery, tx *txn, now int64) {
 	if s.ended {
 		return
 	}
-	now := time.Now().UnixNano()
 	if d.msg.expired(now) {
 		s.srv.stats.droppedExpired.Add(1)
 		return
@@ -151,12 +152,12 @@ func (s *session) deliverLocked(d delivery, tx *txn) {
 		tx.then(func() {
 			s.mu.Lock()
 			m.pending = false
-			s.drainLocked()
+			s.drainLocked(time.Now().UnixNano())
 			s.mu.Unlock()
 		})
 		return
 	}
-	s.drainLocked()
+	s.drainLocked(now)
 }
 
 // allocIDLocked returns a packet identifier not in use by the session's
@@ -174,12 +175,11 @@ func (s *session) allocIDLocked() uint16 {
 }
 
 // drainLocked sends queued messages to the client while it has room.
-func (s *session) drainLocked() {
+func (s *session) drainLocked(now int64) {
 	c := s.client
 	if c == nil || !c.acked {
 		return
 	}
-	now := time.Now().UnixNano()
 	n := 0
 	for n < len(s.queue) {
 		m := s.queue[n]
@@ -321,7 +321,7 @@ func (s *session) complete(id uint16, t packet.Type, tx *txn) (ok bool) {
 	if s.persistentLocked() && tx.durable() {
 		tx.batch.DeleteMessage(s.id, m.seq)
 	}
-	s.drainLocked()
+	s.drainLocked(time.Now().UnixNano())
 	return true
 }
 
@@ -347,7 +347,7 @@ func (s *session) received(id uint16, reason byte, tx *txn) (known, ok bool) {
 		if s.persistentLocked() && tx.durable() {
 			tx.batch.DeleteMessage(s.id, m.seq)
 		}
-		s.drainLocked()
+		s.drainLocked(time.Now().UnixNano())
 		return true, true
 	}
 	if m.state != outReleased {

@@ -14,8 +14,6 @@ type Stats struct {
 	authFailures         atomic.Uint64
 	protocolErrors       atomic.Uint64
 	takeovers            atomic.Uint64
-	msgsReceived         atomic.Uint64
-	msgsSent             atomic.Uint64
 	bytesReceived        atomic.Uint64
 	bytesSent            atomic.Uint64
 	droppedQueueFull     atomic.Uint64
@@ -70,7 +68,6 @@ func (s *Stats) Snapshot() Snapshot {
 		ConnectionsTotal: s.connectionsTotal.Load(), ConnectsTotal: s.connectsTotal.Load(),
 		ConnectRefused: s.connectRefused.Load(), AuthFailures: s.authFailures.Load(),
 		ProtocolErrors: s.protocolErrors.Load(), Takeovers: s.takeovers.Load(),
-		MessagesReceived: s.msgsReceived.Load(), MessagesSent: s.msgsSent.Load(),
 		BytesReceived: s.bytesReceived.Load(), BytesSent: s.bytesSent.Load(),
 		DroppedQueueFull: s.droppedQueueFull.Load(), DroppedExpired: s.droppedExpired.Load(),
 		DroppedSlowConsumer: s.droppedSlow.Load(), DroppedOffline: s.droppedOffline.Load(),
@@ -88,6 +85,8 @@ func (s *Stats) Snapshot() Snapshot {
 	for i := range s.receivedByQoS {
 		sn.ReceivedByQoS[i] = s.receivedByQoS[i].Load()
 		sn.SentByQoS[i] = s.sentByQoS[i].Load()
+		sn.MessagesReceived += sn.ReceivedByQoS[i]
+		sn.MessagesSent += sn.SentByQoS[i]
 	}
 	for i := range s.malformed {
 		sn.MalformedByType[i] = s.malformed[i].Load()

@@ -92,8 +92,9 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 		// live only, not also as a retained one.
 		retained := c.collectRetained(wantRetained)
 		c.send(func(b []byte) []byte { return ack.Append(b, c.version) })
+		now := time.Now().UnixNano()
 		for _, d := range retained {
-			sess.deliverLocked(d, tx)
+			sess.deliverLocked(d, tx, now)
 		}
 	})
 	return nil
