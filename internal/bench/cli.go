@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -186,6 +187,12 @@ func newFlagSet(stderr io.Writer) (*flag.FlagSet, *cliOpts) {
 	fs.IntVar(&c.ConnectConcurrency, "connect-concurrency", 64, "connection attempts in parallel")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 0, "timeout per connection up to CONNACK/SUBACK (default 10s)")
 	fs.DurationVar(&c.KeepAlive, "keepalive", 0, "MQTT keep-alive (default 60s)")
+	fs.BoolFunc("clean", "false: subscribers keep persistent sessions (MQTT 3.1.1 clean session 0, MQTT 5 --session-expiry)", func(v string) error {
+		b, err := strconv.ParseBool(v)
+		c.PersistentSubs = !b
+		return err
+	})
+	fs.DurationVar(&c.SessionExpiry, "session-expiry", 0, "MQTT 5 Session Expiry Interval of persistent subscriber sessions (default 5m with --clean=false)")
 	fs.IntVar(&c.BrokerPID, "broker-pid", 0, "sample this local process's CPU and memory (the broker's PID)")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")

@@ -149,6 +149,17 @@ func (c *client) connect(ctx context.Context) error {
 		cp.Props.ReceiveMaximum = 65535
 		cp.Props.Set(packet.PropReceiveMaximum)
 	}
+	if c.role == roleSub && cfg.PersistentSubs {
+		// A persistent session: MQTT 3.1.1 clean session 0 (the client
+		// identifier is fresh, so there is nothing to resume), MQTT 5 a
+		// new session that outlives the connection by SessionExpiry.
+		if c.version == packet.V5 {
+			cp.Props.SessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
+			cp.Props.Set(packet.PropSessionExpiryInterval)
+		} else {
+			cp.CleanStart = false
+		}
+	}
 	c.wbuf = cp.Append(c.wbuf[:0])
 	if _, err := c.bw.Write(c.wbuf); err != nil {
 		return fail(err)

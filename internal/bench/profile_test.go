@@ -23,6 +23,7 @@ import (
 //
 //	ISOBAR_BENCH_PROFILE=/tmp/prof go test -run TestProfileBroker -v ./internal/bench
 //	ISOBAR_BENCH_PROFILE_ARGS="fanin --qos 1 --pubs 100 --rate 50000" ...
+//	ISOBAR_BENCH_PROFILE_SYNC=always ISOBAR_BENCH_PROFILE_ARGS="p2p --qos 1 --clean=false" ...
 //	go tool pprof -top -nodecount 40 /tmp/prof/cpu.pprof
 //
 // Skipped unless ISOBAR_BENCH_PROFILE names the output directory.
@@ -40,9 +41,16 @@ func TestProfileBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	lim := DefaultCompareLimits
-	n := testutil.RunNode(t, "listeners:\n  - {name: mqtt, protocol: mqtt, address: \"127.0.0.1:0\"}\nhttp: {enabled: false}\n"+
-		"mqtt: {max_inflight: "+strconv.Itoa(lim.Inflight)+", receive_maximum: "+strconv.Itoa(lim.ReceiveMax)+
-		", max_queued_messages: "+strconv.Itoa(lim.Queued)+"}\n")
+	conf := "listeners:\n  - {name: mqtt, protocol: mqtt, address: \"127.0.0.1:0\"}\nhttp: {enabled: false}\n" +
+		"mqtt: {max_inflight: " + strconv.Itoa(lim.Inflight) + ", receive_maximum: " + strconv.Itoa(lim.ReceiveMax) +
+		", max_queued_messages: " + strconv.Itoa(lim.Queued) + "}\n"
+	// ISOBAR_BENCH_PROFILE_SYNC=always|interval: a Pebble store in a
+	// temporary directory with that sync policy (default: memory). Only
+	// persistent sessions are stored: add --clean=false to the arguments.
+	if sync := os.Getenv("ISOBAR_BENCH_PROFILE_SYNC"); sync != "" {
+		conf += "store: {mode: pebble, data_dir: \"" + filepath.Join(t.TempDir(), "data") + "\", sync: " + sync + "}\n"
+	}
+	n := testutil.RunNode(t, conf)
 	cfg.Addr = testutil.Addr(t, n, "mqtt")
 	if cfg.Inflight == 20 {
 		cfg.Inflight = lim.ReceiveMax

@@ -71,6 +71,12 @@ type Config struct {
 	ConnectTimeout     time.Duration // per connection, up to CONNACK/SUBACK (10s)
 	KeepAlive          time.Duration // MQTT keep-alive (60s)
 
+	// PersistentSubs gives subscribers persistent sessions (MQTT 3.1.1
+	// clean session 0; MQTT 5 Session Expiry Interval SessionExpiry, 5m),
+	// the sessions a broker with a durable store keeps on disk.
+	PersistentSubs bool
+	SessionExpiry  time.Duration
+
 	BrokerPID int // if set, the broker's CPU and memory are sampled from /proc
 
 	// OnStart, if set, is called once every connection is established,
@@ -111,6 +117,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = 60 * time.Second
+	}
+	if c.PersistentSubs && c.SessionExpiry == 0 {
+		c.SessionExpiry = 5 * time.Minute
 	}
 	if c.ProgressInterval == 0 {
 		c.ProgressInterval = time.Second
@@ -198,6 +207,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("connect concurrency must be at least 1")
 	case c.KeepAlive < 0 || c.KeepAlive > 65535*time.Second:
 		return fmt.Errorf("keep-alive must be in 0..65535s")
+	case c.SessionExpiry < 0 || c.SessionExpiry > 0xFFFFFFFF*time.Second:
+		return fmt.Errorf("session expiry must be in 0..4294967295s")
+	case c.SessionExpiry > 0 && !c.PersistentSubs:
+		return fmt.Errorf("a session expiry needs persistent subscriber sessions (--clean=false)")
 	case strings.ContainsAny(c.Topic, "+#"):
 		return fmt.Errorf("publish topic %q contains a wildcard", c.Topic)
 	}
