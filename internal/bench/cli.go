@@ -206,6 +206,9 @@ func WriteTable(w io.Writer, r *Result) {
 		fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...)
 	}
 	row("scenario", "%s (%s, MQTT %s, %s)", r.Scenario, r.Broker, r.MQTT, r.Transport)
+	if r.TLS != "" {
+		row("tls", "%s", r.TLS)
+	}
 	if r.Scenario != ScenarioConn {
 		rate := "max"
 		if r.TargetRate > 0 {

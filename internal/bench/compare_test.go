@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,7 +86,9 @@ func TestCompareQuick(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/isobar: %v\n%s", err, out)
 	}
-	args := []string{"--isobar", bin, "--quick", "--repeat", "1", "--scenarios", "p2p-qos1,conn-idle",
+	// One TLS and one WebSocket variant next to their TCP base: the
+	// brokers get all four listeners and a generated certificate.
+	args := []string{"--isobar", bin, "--quick", "--repeat", "1", "--scenarios", "p2p-qos1,p2p-qos1-tls,p2p-qos1-ws,conn-idle",
 		"--json-out", filepath.Join(dir, "r.json"), "--markdown-out", filepath.Join(dir, "r.md"), "--work-dir", dir}
 	want := []string{"isobar"}
 	if _, err := os.Stat("/usr/sbin/mosquitto"); err == nil {
@@ -107,18 +110,115 @@ func TestCompareQuick(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Scenarios) != 2 || rep.Machine["cpus"] == "" {
+	if len(rep.Scenarios) != 4 || rep.Machine["cpus"] == "" {
 		t.Fatalf("report: %d scenarios, machine %v", len(rep.Scenarios), rep.Machine)
 	}
 	for _, sc := range rep.Scenarios {
 		for _, b := range want {
 			if len(sc.Runs[b]) != 1 {
-				t.Errorf("%s: %d runs for %s, errors %v", sc.Name, len(sc.Runs[b]), b, sc.Errors[b])
+				t.Fatalf("%s: %d runs for %s, errors %v", sc.Name, len(sc.Runs[b]), b, sc.Errors[b])
 			}
 			if _, ok := sc.Metrics[0].Values[b]; !ok {
 				t.Errorf("%s: no %s figure for %s", sc.Name, sc.Metrics[0].Name, b)
 			}
+			r := sc.Runs[b][0]
+			if r.Transport != sc.Transport {
+				t.Errorf("%s, %s: ran over %q, want %q", sc.Name, b, r.Transport, sc.Transport)
+			}
+			if (sc.Transport == TransportTLS) != (r.TLS != "") {
+				t.Errorf("%s, %s: negotiated TLS %q", sc.Name, b, r.TLS)
+			} else if r.TLS != "" {
+				t.Logf("%s, %s: %s", sc.Name, b, r.TLS)
+			}
 		}
+	}
+	// Both variants against p2p-qos1, for every broker.
+	if len(rep.TransportCost) != 2*len(want) {
+		t.Fatalf("transport cost rows %+v", rep.TransportCost)
+	}
+	for _, tc := range rep.TransportCost {
+		if tc.Base != "p2p-qos1" || tc.RecvRatio <= 0 || tc.CPURatio <= 0 {
+			t.Errorf("transport cost %+v", tc)
+		}
+	}
+	if !strings.Contains(out.String(), "cost of the transport relative to plain TCP") {
+		t.Errorf("no transport cost table:\n%s", out.String())
+	}
+}
+
+func TestTransportScenarios(t *testing.T) {
+	byName := map[string]compareScenario{}
+	for _, sc := range compareScenarios(10000) {
+		byName[sc.Name] = sc
+	}
+	for _, tc := range []struct{ name, base, transport string }{
+		{"p2p-qos1-tls", "p2p-qos1", TransportTLS},
+		{"p2p-qos1-ws", "p2p-qos1", TransportWS},
+		{"p2p-qos1-wss", "p2p-qos1", TransportWSS},
+		{"fanout100-qos1-tls", "fanout100-qos1", TransportTLS},
+	} {
+		sc, ok := byName[tc.name]
+		if !ok {
+			t.Fatalf("no scenario %s", tc.name)
+		}
+		base := byName[tc.base]
+		if sc.base != tc.base || sc.transport() != tc.transport || base.transport() != TransportTCP {
+			t.Errorf("%s: base %q transport %q", tc.name, sc.base, sc.transport())
+		}
+		for _, quick := range []bool{false, true} {
+			got, want := sc.config(quick), base.config(quick)
+			want.Transport = tc.transport
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s (quick %v): %+v, want the base's shape %+v", tc.name, quick, got, want)
+			}
+		}
+		if !strings.HasPrefix(sc.Label, base.Label+", ") {
+			t.Errorf("%s: label %q", tc.name, sc.Label)
+		}
+	}
+}
+
+func TestTransportCosts(t *testing.T) {
+	metric := func(m metricDef, vals map[string]float64) CompareMetric {
+		return CompareMetric{metricDef: m, Values: vals}
+	}
+	rep := &CompareReport{Brokers: []string{"isobar", "mosquitto", "mochi"}, Scenarios: []CompareOutcome{
+		{Name: "p2p-qos1", Transport: TransportTCP, Metrics: []CompareMetric{
+			metric(mRecvRate, map[string]float64{"isobar": 400, "mosquitto": 100, "mochi": 80}),
+			metric(mCPUMsg, map[string]float64{"isobar": 2, "mosquitto": 8, "mochi": 10}),
+		}},
+		{Name: "p2p-qos1-tls", Transport: TransportTLS, Base: "p2p-qos1", Metrics: []CompareMetric{
+			metric(mRecvRate, map[string]float64{"isobar": 300, "mosquitto": 50}),
+			metric(mCPUMsg, map[string]float64{"isobar": 3, "mosquitto": 12}),
+		}, Skipped: map[string]string{"mochi": "listens on plain TCP only in this comparison"}},
+		// Its base did not run: no row.
+		{Name: "fanout100-qos1-tls", Transport: TransportTLS, Base: "fanout100-qos1", Metrics: []CompareMetric{
+			metric(mRecvRate, map[string]float64{"isobar": 300}),
+		}},
+	}}
+	rep.TransportCost = transportCosts(rep)
+	want := []TransportCost{
+		{Scenario: "p2p-qos1-tls", Base: "p2p-qos1", Transport: TransportTLS, Broker: "isobar",
+			RecvRate: 300, BaseRecvRate: 400, RecvRatio: 0.75, CPUPerMsg: 3, BaseCPUPerMsg: 2, CPURatio: 1.5},
+		{Scenario: "p2p-qos1-tls", Base: "p2p-qos1", Transport: TransportTLS, Broker: "mosquitto",
+			RecvRate: 50, BaseRecvRate: 100, RecvRatio: 0.5, CPUPerMsg: 12, BaseCPUPerMsg: 8, CPURatio: 1.5},
+	}
+	if !reflect.DeepEqual(rep.TransportCost, want) {
+		t.Fatalf("transport costs\n%+v\nwant\n%+v", rep.TransportCost, want)
+	}
+	var tbl, md bytes.Buffer
+	writeCompareTable(&tbl, rep)
+	writeCompareMarkdown(&md, rep)
+	for _, out := range []string{tbl.String(), md.String()} {
+		for _, w := range []string{"cost of the transport relative to plain TCP", "0.75", "1.50",
+			"mochi not run in p2p-qos1-tls: listens on plain TCP only"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("output lacks %q:\n%s", w, out)
+			}
+		}
+	}
+	if !strings.Contains(md.String(), "| p2p-qos1-tls | mosquitto | 50.0 | 0.50 | 12.0 | 1.50 |") {
+		t.Errorf("markdown transport row:\n%s", md.String())
 	}
 }
 

@@ -268,6 +268,7 @@ type Result struct {
 	Scenario    string  `json:"scenario"`
 	Broker      string  `json:"broker"`
 	Transport   string  `json:"transport"`
+	TLS         string  `json:"tls,omitempty"` // negotiated version and cipher suite, e.g. "TLS 1.3 TLS_AES_128_GCM_SHA256"
 	MQTT        string  `json:"mqtt"`
 	QoS         int     `json:"qos"`
 	PayloadSize int     `json:"payload_size"`
@@ -385,6 +386,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	r.run(ctx, res)
 	r.checkDisconnected(res)
 	r.closeAll()
+	if st := d.tlsState.Load(); st != nil {
+		res.TLS = *st
+	}
 	return r.finish(res), nil
 }
 

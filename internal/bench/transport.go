@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -34,6 +35,7 @@ type dialer struct {
 	tlsConfig *tls.Config
 	local     []*net.TCPAddr // source addresses, used round robin
 	timeout   time.Duration
+	tlsState  atomic.Pointer[string] // version and cipher suite of the first TLS handshake
 }
 
 func newDialer(cfg *Config) (*dialer, error) {
@@ -99,6 +101,11 @@ func (d *dialer) dial(ctx context.Context, i int) (net.Conn, error) {
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = c.Close()
 			return nil, fmt.Errorf("tls handshake: %w", err)
+		}
+		if d.tlsState.Load() == nil {
+			st := tc.ConnectionState()
+			desc := tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite)
+			d.tlsState.CompareAndSwap(nil, &desc)
 		}
 		c = tc
 	}
