@@ -399,9 +399,22 @@ func (s *Server) Restore() error {
 			if m.id == 0 {
 				continue // QoS 0 messages are not stored
 			}
-			if _, dup := sess.msgs[m.id]; dup {
-				cleanup.DeleteMessage(r.ClientID, sm.Seq)
-				continue
+			if old, dup := sess.msgs[m.id]; dup {
+				// An identifier is reused only after its message was
+				// acknowledged, so the older record is one whose removal
+				// was lost in a crash (see txn.deleteAcked): the newer wins.
+				cleanup.DeleteMessage(r.ClientID, old.seq)
+				if old.state == outQueued {
+					for i, q := range sess.queue {
+						if q == old {
+							sess.queue = append(sess.queue[:i], sess.queue[i+1:]...)
+							break
+						}
+					}
+				} else {
+					sess.sent--
+				}
+				nMsgs--
 			}
 			switch mr.State {
 			case store.StateReleased:

@@ -319,7 +319,7 @@ func (s *session) complete(id uint16, t packet.Type, tx *txn) (ok bool) {
 	delete(s.msgs, id)
 	s.sent--
 	if s.persistentLocked() && tx.durable() {
-		tx.batch.DeleteMessage(s.id, m.seq)
+		tx.deleteAcked(s.id, m.seq)
 	}
 	s.drainLocked(time.Now().UnixNano())
 	return true
@@ -345,7 +345,7 @@ func (s *session) received(id uint16, reason byte, tx *txn) (known, ok bool) {
 		delete(s.msgs, id)
 		s.sent--
 		if s.persistentLocked() && tx.durable() {
-			tx.batch.DeleteMessage(s.id, m.seq)
+			tx.deleteAcked(s.id, m.seq)
 		}
 		s.drainLocked(time.Now().UnixNano())
 		return true, true

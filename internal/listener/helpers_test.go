@@ -112,7 +112,6 @@ func waitAccept(t testing.TB, ch <-chan acceptResult) net.Conn {
 	}
 }
 
-
 // expectNoAccept asserts that no connection is delivered within d. The
 // pending Accept is drained when the listener closes.
 func expectNoAccept(t testing.TB, ch <-chan acceptResult, d time.Duration) {

@@ -654,7 +654,13 @@ func (b *pebbleBatch) Len() int { return b.n }
 // SyncInterval once the write is in the OS. If a mutation was invalid (a
 // client id containing U+0000) nothing is applied and the fault is
 // returned. The batch is empty afterwards either way.
-func (b *pebbleBatch) Commit() error {
+func (b *pebbleBatch) Commit() error { return b.commit(b.s.wopts) }
+
+// CommitNoSync applies the batch without waiting for it to be durable: it
+// becomes durable with the next synced commit or sync.
+func (b *pebbleBatch) CommitNoSync() error { return b.commit(pebble.NoSync) }
+
+func (b *pebbleBatch) commit(wopts *pebble.WriteOptions) error {
 	defer b.reset()
 	if b.err != nil {
 		return b.err
@@ -668,7 +674,7 @@ func (b *pebbleBatch) Commit() error {
 	if s.closed {
 		return ErrClosed
 	}
-	if err := b.b.Commit(s.wopts); err != nil {
+	if err := b.b.Commit(wopts); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	s.commits.Add(1)

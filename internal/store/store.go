@@ -124,6 +124,10 @@ type Batch interface {
 	// Commit applies the batch and waits per the sync policy. The batch
 	// is empty and reusable afterwards.
 	Commit() error
+	// CommitNoSync applies the batch without waiting for durability (it
+	// becomes durable with the next synced commit). For changes whose loss
+	// in a crash is harmless, such as removing acknowledged messages.
+	CommitNoSync() error
 }
 
 // Stats describe the store for metrics.
