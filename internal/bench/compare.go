@@ -331,6 +331,9 @@ type CompareReport struct {
 	// TransportCost sets each transport scenario against its plain TCP
 	// scenario, per broker, when both ran.
 	TransportCost []TransportCost `json:"transport_cost,omitempty"`
+	// Persistent is the durable-state comparison (persist.go), when its
+	// scenarios were selected.
+	Persistent *PersistReport `json:"persistent,omitempty"`
 }
 
 // TransportCost is one broker's figures for a load over TLS or WebSocket
@@ -427,7 +430,10 @@ func compareMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "compare:", err)
 		return 2
 	}
-	writeCompareTable(stdout, rep)
+	if len(rep.Scenarios) > 0 || rep.Persistent == nil {
+		writeCompareTable(stdout, rep)
+	}
+	writePersistTable(stdout, rep)
 	if o.jsonOut != "" {
 		b, err := json.MarshalIndent(rep, "", "  ")
 		if err == nil {
@@ -441,7 +447,10 @@ func compareMain(args []string, stdout, stderr io.Writer) int {
 	if o.markdownOut != "" {
 		f, err := os.Create(o.markdownOut)
 		if err == nil {
-			writeCompareMarkdown(f, rep)
+			if len(rep.Scenarios) > 0 || rep.Persistent == nil {
+				writeCompareMarkdown(f, rep)
+			}
+			writePersistMarkdown(f, rep)
 			err = f.Close()
 		}
 		if err != nil {
@@ -453,6 +462,9 @@ func compareMain(args []string, stdout, stderr io.Writer) int {
 		if len(sc.Errors["isobar"]) > 0 {
 			return 1
 		}
+	}
+	if rep.Persistent.isobarFaults() {
+		return 1
 	}
 	return 0
 }
@@ -475,12 +487,13 @@ func runCompare(ctx context.Context, o compareOpts, progress io.Writer) (*Compar
 	if lim := fileLimit(); o.idle+200 > lim {
 		fmt.Fprintf(progress, "compare: %d idle connections need about %d file descriptors in the broker and in the generator; the limit is %d\n", o.idle, o.idle+200, lim)
 	}
+	persist, only := splitPersistScenarios(o.only)
 	for _, sc := range compareScenarios(o.idle) {
-		if o.only == "" || slices.Contains(strings.Split(o.only, ","), sc.Name) {
+		if o.only == "" || slices.Contains(strings.Split(only, ","), sc.Name) {
 			scenarios = append(scenarios, sc)
 		}
 	}
-	if len(scenarios) == 0 {
+	if len(scenarios) == 0 && len(persist) == 0 {
 		return nil, fmt.Errorf("no scenario matches %q", o.only)
 	}
 	dir := o.workDir
@@ -563,6 +576,13 @@ func runCompare(ctx context.Context, o compareOpts, progress io.Writer) (*Compar
 		rep.Scenarios = append(rep.Scenarios, out)
 	}
 	rep.TransportCost = transportCosts(rep)
+	if len(persist) > 0 {
+		p, err := runPersistCompare(ctx, o, persist, dir, progress)
+		if err != nil {
+			return nil, err
+		}
+		rep.Persistent = p
+	}
 	return rep, nil
 }
 
