@@ -375,7 +375,7 @@ type CompareMetric struct {
 
 type compareOpts struct {
 	isobar, mosquitto, mochi string
-	only, brokers            string
+	only                     string
 	repeat                   int
 	quick                    bool
 	jsonOut, markdownOut     string
