@@ -23,6 +23,8 @@ auth:
   acl_default: allow
   acl:
     - {pattern: true, access: deny, topic: test/nosubscribe}
+store:
+  mode: memory
 `)
 	addr := testutil.Addr(t, n, "")
 	o := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("conf").SetAutoReconnect(false)
