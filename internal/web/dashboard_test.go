@@ -130,11 +130,31 @@ func TestDashboard(t *testing.T) {
 		chromedp.SendKeys("#login-password", "not the password", chromedp.ByID),
 		chromedp.Click("#login-submit", chromedp.ByID),
 		chromedp.WaitVisible("#login-error", chromedp.ByID))
-	run("login",
-		chromedp.Evaluate(`document.querySelector("#login-password").value = ""`, nil),
+	login := []chromedp.Action{
+		chromedp.Evaluate(`document.querySelector("#login-username").value = ""; document.querySelector("#login-password").value = ""`, nil),
+		chromedp.SendKeys("#login-username", adminUser, chromedp.ByID),
 		chromedp.SendKeys("#login-password", adminPass, chromedp.ByID),
 		chromedp.Click("#login-submit", chromedp.ByID),
-		chromedp.WaitVisible("#st-conn", chromedp.ByID))
+		chromedp.WaitVisible("#st-conn", chromedp.ByID),
+	}
+	// On a loaded machine headless Chromium occasionally misses the click
+	// (seen about once in 20 runs, never reproduced on demand): one fresh
+	// attempt from a reloaded page, logged, before failing.
+	lctx, lcancel := context.WithTimeout(ctx, 20*time.Second)
+	err := chromedp.Run(lctx, login...)
+	lcancel()
+	if err != nil {
+		t.Logf("login attempt 1: %v; reloading and trying again", err)
+		_ = chromedp.Run(ctx, shot("login-attempt-1"))
+		run("reload", chromedp.Navigate(e.base+"/"), chromedp.Sleep(time.Second))
+		var signedIn bool
+		run("session check", chromedp.Evaluate(`document.querySelector("#login").hidden`, &signedIn))
+		if signedIn {
+			run("login", chromedp.WaitVisible("#st-conn", chromedp.ByID))
+		} else {
+			run("login", append([]chromedp.Action{chromedp.WaitVisible("#login-username", chromedp.ByID)}, login...)...)
+		}
+	}
 
 	// Overview: wait for the cards and a few chart samples (2 s apart).
 	var conn string
