@@ -921,7 +921,14 @@ func compareRows(rep *CompareReport) (header []string, rows [][]string) {
 		others = append(others, b)
 		header = append(header, "isobar/"+b)
 	}
-	for _, sc := range rep.Scenarios {
+	return header, metricRows(rep.Brokers, rep.Scenarios, others)
+}
+
+// metricRows renders one row per scenario metric: the figure of every
+// broker, then the ratio for every key of ratios (fmtRatio's key: a
+// broker compared with Isobar, or "a/b").
+func metricRows(brokers []string, scenarios []CompareOutcome, ratios []string) (rows [][]string) {
+	for _, sc := range scenarios {
 		for i, m := range sc.Metrics {
 			label := ""
 			if i == 0 {
@@ -932,7 +939,7 @@ func compareRows(rep *CompareReport) (header []string, rows [][]string) {
 				dir = "↑"
 			}
 			row := []string{label, fmt.Sprintf("%s (%s) %s", m.Name, m.Unit, dir)}
-			for _, b := range rep.Brokers {
+			for _, b := range brokers {
 				v, ok := m.Values[b]
 				cell := fmtValue(v, ok)
 				if len(sc.Errors[b]) > 0 && i == 0 {
@@ -940,13 +947,13 @@ func compareRows(rep *CompareReport) (header []string, rows [][]string) {
 				}
 				row = append(row, cell)
 			}
-			for _, o := range others {
-				row = append(row, fmtRatio(m, o))
+			for _, r := range ratios {
+				row = append(row, fmtRatio(m, r))
 			}
 			rows = append(rows, row)
 		}
 	}
-	return header, rows
+	return rows
 }
 
 func writeCompareTable(w io.Writer, rep *CompareReport) {

@@ -267,32 +267,7 @@ func persistRows(rep *PersistReport) (header []string, rows [][]string) {
 			header = append(header, persistColumn(p[0])+"/"+persistColumn(p[1]))
 		}
 	}
-	for _, sc := range rep.Scenarios {
-		for i, m := range sc.Metrics {
-			label := ""
-			if i == 0 {
-				label = sc.Label
-			}
-			dir := "↓"
-			if m.HigherBetter {
-				dir = "↑"
-			}
-			row := []string{label, fmt.Sprintf("%s (%s) %s", m.Name, m.Unit, dir)}
-			for _, b := range rep.Brokers {
-				v, ok := m.Values[b]
-				cell := fmtValue(v, ok)
-				if len(sc.Errors[b]) > 0 && i == 0 {
-					cell += " !"
-				}
-				row = append(row, cell)
-			}
-			for _, r := range ratios {
-				row = append(row, fmtRatio(m, r))
-			}
-			rows = append(rows, row)
-		}
-	}
-	return header, rows
+	return header, metricRows(rep.Brokers, rep.Scenarios, ratios)
 }
 
 // isobarFaults reports whether one of Isobar's runs failed or showed faults.
