@@ -109,34 +109,31 @@ func (s *Server) Clients() []ClientInfoView {
 
 // Client describes one connected client.
 func (s *Server) Client(id string) (ClientInfoView, bool) {
-	s.mu.Lock()
-	sess := s.sessions[id]
-	s.mu.Unlock()
-	if sess == nil {
-		return ClientInfoView{}, false
-	}
-	sess.mu.Lock()
-	c := sess.client
-	sess.mu.Unlock()
+	c := s.connectedClient(id)
 	if c == nil {
 		return ClientInfoView{}, false
 	}
 	return c.view(), true
 }
 
-// DisconnectClient closes a client's connection (v5: DISCONNECT 0x98,
-// Administrative action). Its session stays per its expiry. It reports
-// whether the client was connected.
-func (s *Server) DisconnectClient(id string) bool {
+// connectedClient returns the connection of session id, nil if none.
+func (s *Server) connectedClient(id string) *client {
 	s.mu.Lock()
 	sess := s.sessions[id]
 	s.mu.Unlock()
 	if sess == nil {
-		return false
+		return nil
 	}
 	sess.mu.Lock()
-	c := sess.client
-	sess.mu.Unlock()
+	defer sess.mu.Unlock()
+	return sess.client
+}
+
+// DisconnectClient closes a client's connection (v5: DISCONNECT 0x98,
+// Administrative action). Its session stays per its expiry. It reports
+// whether the client was connected.
+func (s *Server) DisconnectClient(id string) bool {
+	c := s.connectedClient(id)
 	if c == nil {
 		return false
 	}
@@ -155,11 +152,7 @@ func (s *Server) Sessions() []SessionView {
 	out := make([]SessionView, 0, len(list))
 	for _, ss := range list {
 		ss.mu.Lock()
-		out = append(out, SessionView{
-			ClientID: ss.id, Online: ss.client != nil, Username: ss.username(),
-			ExpiryInterval: ss.expiryInterval, Subscriptions: len(ss.subs),
-			Inflight: ss.sent, Queued: len(ss.queue),
-		})
+		out = append(out, ss.viewLocked())
 		ss.mu.Unlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ClientID < out[j].ClientID })
@@ -175,11 +168,7 @@ func (s *Server) Session(id string) (SessionView, []SubscriptionView, bool) {
 		return SessionView{}, nil, false
 	}
 	ss.mu.Lock()
-	v := SessionView{
-		ClientID: ss.id, Online: ss.client != nil, Username: ss.username(),
-		ExpiryInterval: ss.expiryInterval, Subscriptions: len(ss.subs),
-		Inflight: ss.sent, Queued: len(ss.queue),
-	}
+	v := ss.viewLocked()
 	subs := make([]SubscriptionView, 0, len(ss.subs))
 	for f, sub := range ss.subs {
 		subs = append(subs, subView(ss.id, f, sub.opts))
@@ -187,6 +176,15 @@ func (s *Server) Session(id string) (SessionView, []SubscriptionView, bool) {
 	ss.mu.Unlock()
 	sort.Slice(subs, func(i, j int) bool { return subs[i].Filter < subs[j].Filter })
 	return v, subs, true
+}
+
+// viewLocked describes the session. Requires ss.mu.
+func (ss *session) viewLocked() SessionView {
+	return SessionView{
+		ClientID: ss.id, Online: ss.client != nil, Username: ss.username(),
+		ExpiryInterval: ss.expiryInterval, Subscriptions: len(ss.subs),
+		Inflight: ss.sent, Queued: len(ss.queue),
+	}
 }
 
 func subView(id, filter string, o topic.Options) SubscriptionView {

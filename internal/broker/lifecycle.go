@@ -275,9 +275,7 @@ func (s *Server) fireWill(sess *session) {
 func (s *Server) publishWill(will *Message, owner ClientInfo, tx *txn) {
 	m := *will
 	m.Received = time.Now().UnixNano()
-	if m.Props.Has(packet.PropMessageExpiryInterval) {
-		m.Expiry = m.Received + int64(m.Props.MessageExpiryInterval)*int64(time.Second)
-	}
+	m.stampExpiry()
 	if s.auth != nil && !s.auth.CanPublish(owner, m.Topic) {
 		// The will's topic was checked at CONNECT; rules may have changed.
 		s.stats.droppedNotAuthorized.Add(1)
@@ -294,8 +292,8 @@ func (s *Server) Publish(m *Message) error {
 	if m.Received == 0 {
 		m.Received = time.Now().UnixNano()
 	}
-	if m.Props.Has(packet.PropMessageExpiryInterval) && m.Expiry == 0 {
-		m.Expiry = m.Received + int64(m.Props.MessageExpiryInterval)*int64(time.Second)
+	if m.Expiry == 0 {
+		m.stampExpiry()
 	}
 	tx := s.newTxn()
 	var sc routeScratch

@@ -53,12 +53,18 @@ func newMessage(p *packet.Publish, topic, from string, now time.Time) *Message {
 		m.Props.ResponseTopic = p.Props.ResponseTopic
 		m.Props.CorrelationData = p.Props.CorrelationData
 		m.Props.User = p.Props.User
-		if p.Props.Has(packet.PropMessageExpiryInterval) {
-			m.Props.MessageExpiryInterval = p.Props.MessageExpiryInterval
-			m.Expiry = m.Received + int64(p.Props.MessageExpiryInterval)*int64(time.Second)
-		}
+		m.Props.MessageExpiryInterval = p.Props.MessageExpiryInterval
+		m.stampExpiry()
 	}
 	return m
+}
+
+// stampExpiry sets Expiry from Received and the Message Expiry Interval
+// property, when present.
+func (m *Message) stampExpiry() {
+	if m.Props.Has(packet.PropMessageExpiryInterval) {
+		m.Expiry = m.Received + int64(m.Props.MessageExpiryInterval)*int64(time.Second)
+	}
 }
 
 // expired reports whether the message has expired at now (unix nanos).
