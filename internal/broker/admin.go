@@ -195,8 +195,8 @@ func subView(id, filter string, o topic.Options) SubscriptionView {
 // Subscriptions lists every subscription, sorted by filter then client.
 func (s *Server) Subscriptions() []SubscriptionView {
 	var out []SubscriptionView
-	s.index.Walk(func(filter string, e topic.Entry[*session]) bool {
-		out = append(out, subView(e.Key.id, filter, e.Opts))
+	s.index.Walk(func(filter string, e topic.Entry[Subscriber]) bool {
+		out = append(out, subView(e.Key.SubscriberID(), filter, e.Opts))
 		return true
 	})
 	sort.Slice(out, func(i, j int) bool {
@@ -235,8 +235,21 @@ func (s *Server) RetainedMessage(t string) (*Message, bool) {
 	return m, true
 }
 
-// DeleteRetained removes the retained message of one topic.
-func (s *Server) DeleteRetained(t string) bool { return s.retained.Delete(t) }
+// DeleteRetained removes the retained message of one topic, in memory and
+// in the store (it does not come back after a restart). It returns once
+// the removal is committed, reporting whether there was one (a failed
+// commit is counted and logged as a store error).
+func (s *Server) DeleteRetained(t string) bool {
+	if !s.retained.Delete(t) {
+		return false
+	}
+	tx := s.newTxn()
+	if tx.durable() {
+		tx.batch.DeleteRetained(t)
+	}
+	_ = tx.commit(s)
+	return true
+}
 
 // Totals are gauges computed by walking the sessions (scrape time only).
 type Totals struct {

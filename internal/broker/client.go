@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
-	"github.com/isobar-mq/isobar/internal/topic"
 )
 
 var (
@@ -57,12 +56,18 @@ type client struct {
 	connectedAt time.Time
 
 	// read loop
-	tx          *txn
-	rbuf        []byte
-	rpos, rlen  int
-	aliasIn     map[uint16]string
-	scratch     routeScratch
-	disconnect  bool // DISCONNECT received
+	tx         *Txn
+	rbuf       []byte
+	rpos, rlen int
+	aliasIn    map[uint16]string
+	scratch    routeScratch
+	disconnect bool // DISCONNECT received
+	// commitFailed is set when a commit failed and an acknowledgement
+	// that depended on it cannot be sent: the connection is closed.
+	commitFailed bool
+	// maxIn is the largest packet accepted now: MaxConnectSize until
+	// CONNECT is handled, then MaxPacketSize.
+	maxIn       uint32
 	willOnClose bool // DISCONNECT 0x04: publish the will anyway
 	lastType    packet.Type
 	rate        publishLimiter
@@ -91,14 +96,6 @@ type client struct {
 	kickCode   atomic.Uint32
 	kickReason atomic.Pointer[error]
 	done       chan struct{}
-}
-
-// routeScratch is per-read-loop scratch space for routing, reused so that
-// steady-state fan-out does not allocate.
-type routeScratch struct {
-	res     topic.Result[*session]
-	idx     map[*session]int
-	targets []target
 }
 
 func newClient(srv *Server, conn net.Conn, listener string) *client {
@@ -168,12 +165,12 @@ const (
 // identifier for QoS > 0.
 //
 // Called with the session lock held (lock order session.mu → client.omu).
-func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) int {
-	m := d.msg
+func (c *client) sendPublish(d *Delivery, id uint16, dup bool, now int64) int {
+	m := d.Msg
 	p := packet.Publish{
 		Dup:      dup,
-		QoS:      d.qos,
-		Retain:   d.retain,
+		QoS:      d.QoS,
+		Retain:   d.Retain,
 		Topic:    m.Topic,
 		PacketID: id,
 		Payload:  m.Payload,
@@ -183,8 +180,8 @@ func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) int {
 		if m.Props.Has(packet.PropMessageExpiryInterval) {
 			p.Props.MessageExpiryInterval = m.remainingExpiry(now)
 		}
-		if len(d.subIDs) > 0 {
-			p.Props.SubscriptionIdentifiers = d.subIDs
+		if len(d.SubIDs) > 0 {
+			p.Props.SubscriptionIdentifiers = d.SubIDs
 			p.Props.Set(packet.PropSubscriptionIdentifier)
 		}
 	}
@@ -193,7 +190,7 @@ func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) int {
 	if c.closing || c.flushDead {
 		return sendNotSent
 	}
-	if d.qos == 0 && c.pending > c.srv.opts.MaxPendingBytes {
+	if d.QoS == 0 && c.pending > c.srv.opts.MaxPendingBytes {
 		c.srv.stats.droppedSlow.Add(1)
 		return sendOK
 	}
@@ -212,8 +209,14 @@ func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) int {
 			p.Props.Set(packet.PropTopicAlias)
 		}
 	}
-	if c.maxOut > 0 {
-		if size := p.Len(c.version); uint64(size) > uint64(c.maxOut) {
+	if limit := c.maxOut; limit > 0 || m.size == 0 || m.size > packet.MaxRemainingLength-64<<10 {
+		// Never build a packet the protocol (or the client) cannot carry:
+		// the re-encoding for this client (v5 properties, subscription
+		// identifiers) can be larger than the message as it arrived.
+		if limit == 0 || limit > packet.MaxRemainingLength+5 {
+			limit = packet.MaxRemainingLength + 5 // a remaining length of at most MaxRemainingLength
+		}
+		if size := p.Len(c.version); uint64(size) > uint64(limit) {
 			if p.Topic == "" || p.Props.Has(packet.PropTopicAlias) {
 				// Keep alias state consistent: an alias assigned for a packet
 				// never sent must not be used later.
@@ -237,7 +240,7 @@ func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) int {
 	if len(m.Payload) > largePayload {
 		n += len(m.Payload)
 	}
-	c.srv.stats.sentByQoS[d.qos].Add(1)
+	c.srv.stats.sentByQoS[d.QoS].Add(1)
 	if !dup {
 		c.srv.stats.latency.observe(now - m.Received)
 	}
@@ -245,15 +248,31 @@ func (c *client) sendPublish(d *delivery, id uint16, dup bool, now int64) int {
 	return sendOK
 }
 
-// serve runs the connection until it closes.
+// serve runs the connection until it closes. A panic while handling this
+// connection's input is contained: logged with its stack, counted, and the
+// connection is closed; the process and every other client carry on.
 func (c *client) serve() {
 	defer close(c.done)
-	err := c.readLoop()
+	err := c.readLoopSafe()
 	c.teardown(err)
+}
+
+var errInternal = errors.New("internal error")
+
+func (c *client) readLoopSafe() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.srv.recovered(r, "client", c.id, "remote", c.remote)
+			err = protoErr(packet.ImplementationSpecificError, errInternal.Error())
+		}
+	}()
+	return c.readLoop()
 }
 
 func (c *client) readLoop() error {
 	_ = c.conn.SetReadDeadline(time.Now().Add(c.srv.opts.ConnectTimeout))
+	// Nothing bigger than MaxConnectSize is read before authentication.
+	c.maxIn = c.srv.opts.MaxConnectSize
 	h, body, err := c.readPacket()
 	if err != nil {
 		return err
@@ -266,6 +285,7 @@ func (c *client) readLoop() error {
 	if err := c.handleConnect(h, body); err != nil {
 		return err
 	}
+	c.maxIn = c.srv.opts.MaxPacketSize
 	var armedAt int64
 	for {
 		// Keep alive [MQTT-3.1.2-22]: the read deadline is re-armed only
@@ -287,8 +307,10 @@ func (c *client) readLoop() error {
 		// Commit once no complete packet is left in the read buffer: one
 		// durable write (and fsync) covers everything that arrived
 		// together, and the acknowledgements waiting for it go out.
-		if c.tx.pending() && (!c.bufferedPacket() || c.tx.batch.Len() > 1024) {
-			if err := c.tx.commit(c.srv); err != nil {
+		if c.tx.pending() && (!c.bufferedPacket() || (c.tx.durable() && c.tx.batch.Len() > 1024)) {
+			if err := c.tx.commit(c.srv); err != nil && c.commitFailed {
+				// An acknowledgement depended on the failed commit and
+				// could not be answered otherwise.
 				return protoErr(packet.UnspecifiedError, "store: "+err.Error())
 			}
 		}

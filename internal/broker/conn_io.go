@@ -137,7 +137,7 @@ func (c *client) readPacket() (packet.FixedHeader, []byte, error) {
 			}
 			if n > 0 {
 				total := n + h.Remaining
-				if uint64(total) > uint64(c.srv.opts.MaxPacketSize) {
+				if uint64(total) > uint64(c.maxIn) {
 					return h, nil, errPacketTooLarge
 				}
 				if c.rlen-c.rpos >= total {

@@ -100,9 +100,15 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 		if cp.WillRetain && o.DisableRetain {
 			return c.refuse(c.version, packet.RetainNotSupported, packet.ConnRefusedNotAuthorized, "retain not supported")
 		}
+		if len(cp.WillTopic) > 0 && cp.WillTopic[0] == '$' {
+			// '$' topics belong to the server: a will may not publish there.
+			c.srv.stats.droppedNotAuthorized.Add(1)
+			return c.refuse(c.version, packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "will topic not authorized")
+		}
 		wp := packet.Publish{QoS: cp.WillQoS, Retain: cp.WillRetain, Topic: cp.WillTopic, Payload: cp.WillPayload, Props: cp.WillProps}
 		will = newMessage(&wp, cp.WillTopic, id, time.Now())
 		will.Received = 0 // set when published
+		will.Origin = Origin{Kind: OriginClient, Name: c.listener}
 		if v5 {
 			willDelay = cp.WillProps.WillDelayInterval
 		}
@@ -166,6 +172,15 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 
 	c.id = id
 	c.username = cp.Username
+
+	if hs := c.srv.hooks.Load(); hs != nil && len(hs.connect) > 0 {
+		info := c.info()
+		for _, h := range hs.connect {
+			if code := h.OnConnect(info, cp.CleanStart); code >= 0x80 {
+				return c.refuse(c.version, code, v3ConnectCode(code), "refused by hook "+h.HookName())
+			}
+		}
+	}
 
 	// Keep alive [MQTT-3.1.2-22..24].
 	var ack packet.Connack
@@ -250,8 +265,15 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 		// without sending it [MQTT-3.1.2-24].
 		return &refusedError{why: "client maximum packet size below CONNACK size"}
 	}
+	if expiry > 0 && c.srv.durableRefused() {
+		// A persistent session needs the store, which cannot write now.
+		c.srv.stats.droppedStoreDegraded.Add(1)
+		return c.refuse(c.version, packet.QuotaExceeded, packet.ConnRefusedServerUnavailable, "store not writable")
+	}
 	c.connectedAt = time.Now() // before attach makes the client visible
-	c.srv.attach(c, cp.CleanStart, expiry, will, willDelay, &ack, c.tx)
+	if !c.srv.attach(c, cp.CleanStart, expiry, will, willDelay, &ack, c.tx) {
+		return c.refuse(c.version, packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "client identifier belongs to another user")
+	}
 	c.srv.log.Debug("client connected", "client", id, "remote", c.remote, "version", c.version, "clean", cp.CleanStart, "keepalive", c.keepAlive)
 	return nil
 }
@@ -269,4 +291,20 @@ func (s *Server) capExpiry(v uint32) uint32 {
 		return s.opts.MaxSessionExpiry
 	}
 	return v
+}
+
+// v3ConnectCode maps a v5 CONNACK reason code to the nearest 3.x return
+// code.
+func v3ConnectCode(code byte) byte {
+	switch code {
+	case packet.UnsupportedProtocolVersion:
+		return packet.ConnRefusedProtocolVersion
+	case packet.ClientIdentifierNotValid:
+		return packet.ConnRefusedIdentifier
+	case packet.BadUserNameOrPassword:
+		return packet.ConnRefusedBadCredentials
+	case packet.NotAuthorized, packet.Banned, packet.BadAuthenticationMethod:
+		return packet.ConnRefusedNotAuthorized
+	}
+	return packet.ConnRefusedServerUnavailable
 }

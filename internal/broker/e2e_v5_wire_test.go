@@ -343,13 +343,14 @@ func TestV5ConnackProperties(t *testing.T) {
 		want   []byte
 		check  func(t *testing.T, ack *packet.Connack, addr string)
 	}{
-		{"default", "", []byte{packet.PropReceiveMaximum, packet.PropTopicAliasMaximum}, func(t *testing.T, ack *packet.Connack, _ string) {
-			if ack.Props.ReceiveMaximum != 20 || ack.Props.TopicAliasMaximum != 10 {
-				t.Fatalf("Receive Maximum %d, Topic Alias Maximum %d; want 20, 10", ack.Props.ReceiveMaximum, ack.Props.TopicAliasMaximum)
+		{"default", "", []byte{packet.PropReceiveMaximum, packet.PropTopicAliasMaximum, packet.PropMaximumPacketSize}, func(t *testing.T, ack *packet.Connack, _ string) {
+			if ack.Props.ReceiveMaximum != 20 || ack.Props.TopicAliasMaximum != 10 || ack.Props.MaximumPacketSize != 1<<20 {
+				t.Fatalf("Receive Maximum %d, Topic Alias Maximum %d, Maximum Packet Size %d; want 20, 10, 1 MiB",
+					ack.Props.ReceiveMaximum, ack.Props.TopicAliasMaximum, ack.Props.MaximumPacketSize)
 			}
 		}},
 		{"qos1-noretain", "mqtt:\n  max_qos: 1\n  retain_available: false\n",
-			[]byte{packet.PropReceiveMaximum, packet.PropTopicAliasMaximum, packet.PropMaximumQoS, packet.PropRetainAvailable},
+			[]byte{packet.PropReceiveMaximum, packet.PropTopicAliasMaximum, packet.PropMaximumQoS, packet.PropRetainAvailable, packet.PropMaximumPacketSize},
 			func(t *testing.T, ack *packet.Connack, addr string) {
 				if ack.Props.MaximumQoS != 1 || ack.Props.RetainAvailable != 0 {
 					t.Fatalf("Maximum QoS %d, Retain Available %d; want 1, 0", ack.Props.MaximumQoS, ack.Props.RetainAvailable)

@@ -4,8 +4,6 @@ import (
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
-	"github.com/isobar-mq/isobar/internal/store"
-	"github.com/isobar-mq/isobar/internal/topic"
 )
 
 // Session lifecycle: attach on CONNECT, detach when the connection ends,
@@ -14,17 +12,30 @@ import (
 // attach binds a connected client to its session (new, resumed or taken
 // over). CONNACK, and then anything the session has pending, are sent
 // through tx once the session's new state is durable.
-func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, willDelay uint32, ack *packet.Connack, tx *txn) {
+//
+// A session belongs to the identity (user name) that created it: a client
+// authenticated as someone else may neither take it over nor resume or
+// discard it, unless Options.AllowForeignTakeover is set. attach then
+// returns false and changes nothing.
+func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, willDelay uint32, ack *packet.Connack, tx *Txn) bool {
+	tookOver := false
 	for {
 		s.mu.Lock()
 		old := s.sessions[c.id]
 		var oldClient *client
 		if old != nil {
+			if !s.opts.AllowForeignTakeover && old.username() != c.username {
+				s.mu.Unlock()
+				s.stats.takeoversRefused.Add(1)
+				s.log.Warn("client identifier in use by another user: refused", "client", c.id, "user", c.username, "remote", c.remote)
+				return false
+			}
 			old.mu.Lock()
 			oldClient = old.client
 			old.mu.Unlock()
 		}
 		if oldClient != nil {
+			tookOver = true
 			s.mu.Unlock()
 			// Takeover [MQTT-3.1.4-3]: the existing connection is closed
 			// (v5: DISCONNECT 0x8E) and its teardown completes first.
@@ -40,12 +51,14 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 		}
 		var sess *session
 		present := false
+		ended := false
 		if old != nil && !clean {
 			sess = old
 			present = true
 		} else {
 			if old != nil {
 				s.endSessionLocked(old, tx)
+				ended = true
 			}
 			sess = newSession(s, c.id)
 			s.sessions[c.id] = sess
@@ -82,6 +95,12 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 				sess.stored = false
 			}
 		}
+		if present {
+			// Rules or the role may have changed since the session was
+			// created: inherited subscriptions and held messages pass the
+			// current ACL.
+			sess.recheckLocked(tx)
+		}
 		if c.version < packet.V5 && clean {
 			present = false
 		}
@@ -92,7 +111,21 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 		s.stats.connectsTotal.Add(1)
 		sess.mu.Unlock()
 
-		tx.then(func() {
+		if hs := s.hooks.Load(); hs != nil && len(hs.session) > 0 {
+			if tookOver {
+				s.sessionEvent(SessionTakenOver, c.id, c.username)
+			}
+			if ended {
+				s.sessionEvent(SessionEnded, c.id, c.username)
+			}
+			if sess == old {
+				s.sessionEvent(SessionResumed, c.id, c.username)
+			} else {
+				s.sessionEvent(SessionCreated, c.id, c.username)
+			}
+		}
+
+		tx.thenOr(func() {
 			sess.mu.Lock()
 			defer sess.mu.Unlock()
 			if sess.client != c {
@@ -104,8 +137,8 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 				sess.resendLocked()
 			}
 			sess.drainLocked(time.Now().UnixNano())
-		})
-		return
+		}, func() { c.commitFailed = true })
+		return true
 	}
 }
 
@@ -132,7 +165,7 @@ func (s *Server) detach(c *client, normal bool) {
 		will = nil
 	}
 	expiry := sess.expiryInterval
-	redispatch := s.takeSharedLocked(sess, tx)
+	redispatch := sess.takeSharedLocked(tx)
 	if expiry == 0 {
 		// The session ends with the connection, so a will is published now
 		// whatever its delay [MQTT-3.1.3-9].
@@ -148,7 +181,7 @@ func (s *Server) detach(c *client, normal bool) {
 		case will != nil && sess.willDelay > 0 && sess.willDelay < expiry:
 			delay := time.Duration(sess.willDelay) * time.Second
 			sess.willAt = time.Now().Add(delay).UnixNano()
-			sess.willTimer = time.AfterFunc(delay, func() { s.fireWill(sess) })
+			sess.willTimer = time.AfterFunc(delay, func() { s.safely("will", func() { s.fireWill(sess) }) })
 			will = nil
 		case will != nil && sess.willDelay > 0:
 			// Sent when the session ends, whichever is first
@@ -158,7 +191,7 @@ func (s *Server) detach(c *client, normal bool) {
 			sess.will = nil
 		}
 		if expiry != 0xFFFFFFFF {
-			sess.expiryTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { s.expireSession(sess) })
+			sess.expiryTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { s.safely("session expiry", func() { s.expireSession(sess) }) })
 		}
 		if sess.persistentLocked() && tx.durable() {
 			tx.batch.PutSession(sess.sessionRecordLocked())
@@ -170,7 +203,7 @@ func (s *Server) detach(c *client, normal bool) {
 		s.publishWill(will, sess.info(), tx)
 	}
 	for _, d := range redispatch {
-		s.dispatchShared(d, sess, tx)
+		s.dispatchShared(d, sess, tx, sess.redeliver)
 	}
 	_ = tx.commit(s)
 }
@@ -185,7 +218,7 @@ func (s *Server) clientGone(c *client) {
 // endSessionLocked removes a session: its subscriptions leave the index,
 // its record leaves the store, and a will still pending is published.
 // Requires s.mu.
-func (s *Server) endSessionLocked(sess *session, tx *txn) {
+func (s *Server) endSessionLocked(sess *session, tx *Txn) {
 	delete(s.sessions, sess.id)
 	sess.mu.Lock()
 	sess.ended = true
@@ -210,6 +243,8 @@ func (s *Server) endSessionLocked(sess *session, tx *txn) {
 			dropped++
 		}
 	}
+	s.queuedBytes.Add(-sess.bytes)
+	sess.bytes = 0
 	sess.queue = nil
 	sess.msgs = nil
 	if sess.stored && tx.durable() {
@@ -250,6 +285,9 @@ func (s *Server) expireSession(sess *session) {
 	}
 	s.mu.Unlock()
 	_ = tx.commit(s)
+	if !online {
+		s.sessionEvent(SessionExpired, sess.id, sess.username())
+	}
 }
 
 func (s *Server) fireWill(sess *session) {
@@ -272,7 +310,7 @@ func (s *Server) fireWill(sess *session) {
 	_ = tx.commit(s)
 }
 
-func (s *Server) publishWill(will *Message, owner ClientInfo, tx *txn) {
+func (s *Server) publishWill(will *Message, owner ClientInfo, tx *Txn) {
 	m := *will
 	m.Received = time.Now().UnixNano()
 	m.stampExpiry()
@@ -286,201 +324,68 @@ func (s *Server) publishWill(will *Message, owner ClientInfo, tx *txn) {
 	s.publish(&m, &sc, tx)
 }
 
-// Publish injects a message from the server itself (API, $SYS, bridges).
-// It returns once the message is routed and, with a store, durable.
-func (s *Server) Publish(m *Message) error {
-	if m.Received == 0 {
-		m.Received = time.Now().UnixNano()
-	}
-	if m.Expiry == 0 {
-		m.stampExpiry()
-	}
-	tx := s.newTxn()
-	var sc routeScratch
-	s.publish(m, &sc, tx)
-	return tx.commit(s)
-}
-
-// storeAsync records a change nothing waits for, in the background.
-func (s *Server) storeAsync(fn func(store.Batch)) {
-	if s.store == nil {
+// recheckLocked applies the current authorization to a resumed session:
+// subscriptions the owner may no longer make are removed, and held
+// messages it may no longer receive are dropped (counted). Messages whose
+// PUBREL was already sent stay: their payload is not sent again.
+func (sess *session) recheckLocked(tx *Txn) {
+	a := sess.srv.auth
+	if a == nil {
 		return
 	}
-	b := s.store.NewBatch()
-	fn(b)
-	go func() {
-		if err := b.Commit(); err != nil {
-			s.stats.storeErrors.Add(1)
-			s.log.Error("store commit failed", "err", err)
+	info := sess.info()
+	for f := range sess.subs {
+		if !a.CanSubscribe(info, f) {
+			delete(sess.subs, f)
+			sess.srv.index.Unsubscribe(sess, f)
+			if sess.persistentLocked() && tx.durable() {
+				tx.batch.DeleteSubscription(sess.id, f)
+			}
+			sess.srv.stats.subscriptionsRevoked.Add(1)
 		}
-	}()
+	}
+	keep := sess.queue[:0]
+	for _, m := range sess.queue {
+		if a.CanReceive(info, m.d.Msg.Topic) {
+			keep = append(keep, m)
+			continue
+		}
+		sess.dropLocked(m, tx)
+	}
+	clear(sess.queue[len(keep):])
+	sess.queue = keep
+	for id, m := range sess.msgs {
+		if m.state == outPublished && !a.CanReceive(info, m.d.Msg.Topic) {
+			delete(sess.msgs, id)
+			sess.sent--
+			sess.releaseLocked(m)
+			if sess.persistentLocked() && tx.durable() {
+				tx.batch.DeleteMessage(sess.id, m.seq)
+			}
+			sess.srv.stats.droppedNotAuthorized.Add(1)
+		}
+	}
 }
 
-// Restore loads sessions and retained messages from the store. Call it
-// once, before serving. Expiry and will delays count wall-clock time
-// across the downtime.
-func (s *Server) Restore() error {
-	if s.store == nil {
-		return nil
-	}
-	start := time.Now()
-	now := start.UnixNano()
-	var nRetained, nSessions, nMsgs, nExpired int
-	cleanup := s.store.NewBatch()
-	err := s.store.LoadRetained(func(r *store.MessageRecord) error {
-		m := messageFromRecord(r)
-		if m.expired(now) {
-			cleanup.DeleteRetained(m.Topic)
-			return nil
-		}
-		s.retained.Set(m.Topic, m)
-		nRetained++
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	type ownedWill struct {
-		m     *Message
-		owner ClientInfo
-	}
-	var wills []ownedWill
-	err = s.store.LoadSessions(func(ls *store.LoadedSession) error {
-		r := &ls.Session
-		expiresAt := int64(0)
-		if r.ExpiryInterval != 0xFFFFFFFF {
-			expiresAt = r.DisconnectedAt + int64(r.ExpiryInterval)*int64(time.Second)
-		}
-		online := r.DisconnectedAt == 0
-		if online {
-			// Online when the node stopped: offline since then.
-			r.DisconnectedAt = now
-			if r.ExpiryInterval != 0xFFFFFFFF {
-				expiresAt = now + int64(r.ExpiryInterval)*int64(time.Second)
-			}
-		}
-		if expiresAt != 0 && expiresAt <= now {
-			nExpired++
-			cleanup.DeleteSession(r.ClientID)
-			if r.Will != nil {
-				wills = append(wills, ownedWill{messageFromRecord(r.Will), ClientInfo{ClientID: r.ClientID, Username: r.Username}})
-			}
-			return nil
-		}
-		sess := newSession(s, r.ClientID)
-		sess.stored = true
-		sess.expiryInterval = r.ExpiryInterval
-		sess.nextID = r.NextPacketID
-		user := r.Username
-		sess.user.Store(&user)
-		for _, sr := range ls.Subscriptions {
-			opts := topic.Options{QoS: sr.QoS, NoLocal: sr.NoLocal, RetainAsPublished: sr.RetainAsPublished, RetainHandling: sr.RetainHandling, ID: sr.ID}
-			sess.subs[sr.Filter] = subscription{filter: sr.Filter, opts: opts}
-			s.index.Subscribe(sess, sr.Filter, opts)
-		}
-		for _, sm := range ls.Messages {
-			mr := sm.Msg
-			msg := messageFromRecord(&mr)
-			if msg.expired(now) && mr.State == store.StateQueued {
-				cleanup.DeleteMessage(r.ClientID, sm.Seq)
-				continue
-			}
-			m := &outMsg{
-				d:      delivery{msg: msg, qos: mr.DeliverQoS, retain: mr.DeliverRetain, subIDs: mr.SubIDs, group: mr.Group},
-				id:     mr.PacketID,
-				seq:    sm.Seq,
-				resend: true,
-			}
-			if sm.Seq > sess.seq {
-				sess.seq = sm.Seq
-			}
-			if m.id == 0 {
-				continue // QoS 0 messages are not stored
-			}
-			if old, dup := sess.msgs[m.id]; dup {
-				// An identifier is reused only after its message was
-				// acknowledged, so the older record is one whose removal
-				// was lost in a crash (see txn.deleteAcked): the newer wins.
-				cleanup.DeleteMessage(r.ClientID, old.seq)
-				if old.state == outQueued {
-					for i, q := range sess.queue {
-						if q == old {
-							sess.queue = append(sess.queue[:i], sess.queue[i+1:]...)
-							break
-						}
-					}
-				} else {
-					sess.sent--
-				}
-				nMsgs--
-			}
-			switch mr.State {
-			case store.StateReleased:
-				m.state = outReleased
-				sess.sent++
-			case store.StatePublished:
-				m.state = outPublished
-				sess.sent++
-			default:
-				m.state = outQueued
-				sess.queue = append(sess.queue, m)
-			}
-			sess.msgs[m.id] = m
-			nMsgs++
-		}
-		for _, id := range ls.Inbound {
-			sess.inboundQoS2[id] = struct{}{}
-		}
-		if r.Will != nil {
-			will := messageFromRecord(r.Will)
-			sess.will = will
-			sess.willDelay = r.WillDelay
-			switch {
-			case r.WillAt != 0:
-				// A delayed will was pending: due at its time (wall clock).
-				sess.willAt = r.WillAt
-				sess.willTimer = time.AfterFunc(max(time.Duration(r.WillAt-now), 0), func() { s.fireWill(sess) })
-			case online && r.WillDelay == 0:
-				// The connection ended with the crash: its will is due now.
-				sess.will = nil
-				wills = append(wills, ownedWill{will, ClientInfo{ClientID: r.ClientID, Username: r.Username}})
-				rec := *r
-				rec.Will = nil
-				cleanup.PutSession(&rec)
-			case online && r.WillDelay < r.ExpiryInterval:
-				delay := time.Duration(r.WillDelay) * time.Second
-				sess.willAt = now + int64(delay)
-				sess.willTimer = time.AfterFunc(delay, func() { s.fireWill(sess) })
-			default:
-				// Published when the session ends (delay >= expiry).
-				sess.willDelay = max(r.WillDelay, 1)
-			}
-		}
-		if expiresAt != 0 {
-			sess.expiryTimer = time.AfterFunc(time.Duration(expiresAt-now), func() { s.expireSession(sess) })
-		}
-		s.mu.Lock()
-		s.sessions[sess.id] = sess
-		s.mu.Unlock()
-		nSessions++
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if cleanup.Len() > 0 {
-		if err := cleanup.Commit(); err != nil {
-			return err
+// dropLocked removes a queued message that is not delivered because its
+// receiver may not have it.
+func (sess *session) dropLocked(m *outMsg, tx *Txn) {
+	sess.releaseLocked(m)
+	sess.srv.stats.droppedNotAuthorized.Add(1)
+	if m.id != 0 {
+		delete(sess.msgs, m.id)
+		if sess.persistentLocked() && tx.durable() {
+			tx.batch.DeleteMessage(sess.id, m.seq)
 		}
 	}
-	for _, w := range wills {
-		tx := s.newTxn()
-		s.publishWill(w.m, w.owner, tx)
-		if err := tx.commit(s); err != nil {
-			return err
-		}
+}
+
+// redeliver takes back a shared-subscription message no other member of
+// its group could have, while the session lives on offline.
+func (sess *session) redeliver(d Delivery, tx *Txn) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if !sess.ended && sess.client == nil && sess.expiryInterval != 0 {
+		sess.deliverLocked(d, tx, time.Now().UnixNano())
 	}
-	s.log.Info("state restored from store", "sessions", nSessions, "messages", nMsgs, "retained", nRetained,
-		"expired_sessions", nExpired, "duration", time.Since(start).Round(time.Millisecond))
-	return nil
 }

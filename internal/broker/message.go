@@ -1,13 +1,74 @@
 package broker
 
 import (
+	"hash/fnv"
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 )
 
+// MessageID identifies a message in a cluster: the node that first
+// accepted it (a hash of its node name) and a sequence number on that node.
+// It is what de-duplication across nodes and loop prevention across bridges
+// compare. Assigning one costs an atomic increment, no allocation.
+type MessageID struct {
+	Node uint64
+	Seq  uint64
+}
+
+// IsZero reports whether the id was never assigned.
+func (id MessageID) IsZero() bool { return id.Node == 0 && id.Seq == 0 }
+
+// NodeHash is the Node part of the MessageIDs a node named name assigns.
+func NodeHash(name string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
+	v := h.Sum64()
+	if v == 0 {
+		v = 1
+	}
+	return v
+}
+
+// OriginKind says what kind of endpoint first brought a message in.
+type OriginKind uint8
+
+// Origin kinds. The values are stored (store.MessageRecord.OriginKind).
+const (
+	OriginClient  OriginKind = 0 // an MQTT client on one of the node's listeners
+	OriginServer  OriginKind = 1 // the server itself: API, $SYS, wills of restored sessions
+	OriginBridge  OriginKind = 2 // a bridge link to another broker
+	OriginGateway OriginKind = 3 // a protocol gateway (STOMP)
+	OriginCluster OriginKind = 4 // another node of the cluster
+)
+
+// String names the kind for logs and the API.
+func (k OriginKind) String() string {
+	switch k {
+	case OriginClient:
+		return "client"
+	case OriginServer:
+		return "server"
+	case OriginBridge:
+		return "bridge"
+	case OriginGateway:
+		return "gateway"
+	case OriginCluster:
+		return "cluster"
+	}
+	return "unknown"
+}
+
+// Origin says where a message entered the broker network.
+type Origin struct {
+	Kind OriginKind
+	// Name is the listener, bridge or gateway name ("" if none). It points
+	// at a string the endpoint owns: no copy per message.
+	Name string
+}
+
 // Message is an application message as routed inside the server. It is
-// immutable once routed: many sessions share one *Message.
+// immutable once routed: many subscribers share one *Message.
 type Message struct {
 	Topic   string
 	Payload []byte
@@ -28,6 +89,19 @@ type Message struct {
 	// From is the client identifier of the publisher ("" when the server
 	// itself published), used for No Local.
 	From string
+
+	// ID is assigned when the message is first routed (unless the endpoint
+	// that brought it in already carries one, e.g. from another node).
+	ID MessageID
+	// Origin is where the message entered; Hops counts the broker-to-broker
+	// links (bridges, cluster forwarding) it has crossed, for loop
+	// prevention.
+	Origin Origin
+	Hops   uint8
+
+	// size is the message's encoded size as it arrived (0 = unknown): a
+	// cheap bound used to avoid building packets the protocol cannot carry.
+	size uint32
 }
 
 // messagePropMask selects the properties a Message keeps.
@@ -80,12 +154,22 @@ func (m *Message) remainingExpiry(now int64) uint32 {
 	return m.Props.MessageExpiryInterval - waited
 }
 
-// delivery is one message on its way to one session, with the options of
-// the subscription(s) it matched.
-type delivery struct {
-	msg    *Message
-	qos    byte
-	retain bool
-	subIDs []uint32
-	group  string // shared subscription "group/filter" it came through, "" if none
+// memSize is what a held reference to the message counts against queued
+// byte limits: payload, topic and the variable properties.
+func (m *Message) memSize() int64 {
+	n := len(m.Payload) + len(m.Topic) + len(m.Props.ContentType) + len(m.Props.ResponseTopic) + len(m.Props.CorrelationData)
+	for _, u := range m.Props.User {
+		n += len(u.Key) + len(u.Value)
+	}
+	return int64(n) + 64
+}
+
+// Delivery is one message on its way to one subscriber, with the options
+// of the subscription(s) it matched.
+type Delivery struct {
+	Msg    *Message
+	QoS    byte     // granted: min(message QoS, subscription QoS)
+	Retain bool     // retain flag to deliver with
+	SubIDs []uint32 // subscription identifiers of every matching subscription
+	Group  string   // shared subscription "group/filter" it came through, "" if none
 }

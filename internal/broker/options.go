@@ -14,8 +14,9 @@ type Options struct {
 	NodeName string
 
 	// MaxPacketSize is the largest packet accepted from clients, in bytes
-	// (the whole packet). 0 means the protocol maximum (268,435,455 plus
-	// header), in which case no Maximum Packet Size is advertised.
+	// (the whole packet), advertised to v5 clients. Default 1 MiB (as
+	// EMQX); MaxPacketSizeUnlimited means the protocol maximum (268,435,455
+	// plus header), in which case no Maximum Packet Size is advertised.
 	MaxPacketSize uint32
 
 	// ReceiveMaximum is the number of unacknowledged QoS 1/2 PUBLISH packets
@@ -39,8 +40,9 @@ type Options struct {
 	// Default 65535 (no limit beyond the protocol's).
 	MaxClientIDLen int
 
-	// MaxTopicLen and MaxTopicLevels limit topic names and filters
-	// (0 = unlimited; defaults 65535 and 0).
+	// MaxTopicLen and MaxTopicLevels limit topic names and filters.
+	// Defaults 65535 bytes and 128 levels (EMQX's; Mosquitto hard-limits
+	// 200); a negative MaxTopicLevels means unlimited.
 	MaxTopicLen    int
 	MaxTopicLevels int
 
@@ -88,8 +90,36 @@ type Options struct {
 	// ShutdownTimeout bounds graceful shutdown. Default 5 s.
 	ShutdownTimeout time.Duration
 
-	// MaxSubscriptionsPerClient caps subscriptions per session (0 = no cap).
+	// MaxSubscriptionsPerClient caps subscriptions per session. Default
+	// 10,000; negative = no cap.
 	MaxSubscriptionsPerClient int
+
+	// MaxFiltersPerSubscribe caps the topic filters one SUBSCRIBE may
+	// carry; the ones beyond it are refused in SUBACK (0x97 / 0x80).
+	// Default 100; negative = no cap.
+	MaxFiltersPerSubscribe int
+
+	// MaxConnectSize caps the CONNECT packet (the only one read before
+	// authentication), in bytes. Default 64 KiB.
+	MaxConnectSize uint32
+
+	// MaxQueuedBytes caps the memory one session's held messages (queued
+	// and in flight) may use; MaxQueuedBytesTotal caps it for all sessions
+	// together. Messages that do not fit are dropped and counted.
+	// Defaults 64 MiB and 2 GiB; negative = no cap.
+	MaxQueuedBytes      int64
+	MaxQueuedBytesTotal int64
+
+	// AllowForeignTakeover lets a client authenticated as another user
+	// take over (or resume, or discard) an existing session. Off by
+	// default: a session belongs to the user that created it, and a
+	// CONNECT from someone else with its client identifier is refused
+	// (v5 0x87, v3 return code 5).
+	AllowForeignTakeover bool
+
+	// HoldTimeout bounds how long a commit waits for subscribers that hold
+	// it (remote nodes, bridges). Default 10 s.
+	HoldTimeout time.Duration
 
 	// Listeners holds per-listener limits, by listener name.
 	Listeners map[string]ListenerLimits
@@ -116,6 +146,12 @@ type Options struct {
 	Store store.Store
 }
 
+// Packet size limits.
+const (
+	DefaultMaxPacketSize   uint32 = 1 << 20
+	MaxPacketSizeUnlimited uint32 = packet.MaxRemainingLength + 5
+)
+
 // DefaultOptions returns the defaults documented on Options.
 func DefaultOptions() Options {
 	var o Options
@@ -128,7 +164,46 @@ func (o *Options) setDefaults() {
 		o.NodeName = "isobar"
 	}
 	if o.MaxPacketSize == 0 {
-		o.MaxPacketSize = packet.MaxRemainingLength + 5
+		o.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if o.MaxPacketSize > MaxPacketSizeUnlimited {
+		o.MaxPacketSize = MaxPacketSizeUnlimited
+	}
+	if o.MaxConnectSize == 0 {
+		o.MaxConnectSize = 64 << 10
+	}
+	if o.MaxTopicLevels == 0 {
+		o.MaxTopicLevels = 128
+	}
+	if o.MaxTopicLevels < 0 {
+		o.MaxTopicLevels = 0
+	}
+	if o.MaxSubscriptionsPerClient == 0 {
+		o.MaxSubscriptionsPerClient = 10000
+	}
+	if o.MaxSubscriptionsPerClient < 0 {
+		o.MaxSubscriptionsPerClient = 0
+	}
+	if o.MaxFiltersPerSubscribe == 0 {
+		o.MaxFiltersPerSubscribe = 100
+	}
+	if o.MaxFiltersPerSubscribe < 0 {
+		o.MaxFiltersPerSubscribe = 0
+	}
+	if o.MaxQueuedBytes == 0 {
+		o.MaxQueuedBytes = 64 << 20
+	}
+	if o.MaxQueuedBytes < 0 {
+		o.MaxQueuedBytes = 1 << 62
+	}
+	if o.MaxQueuedBytesTotal == 0 {
+		o.MaxQueuedBytesTotal = 2 << 30
+	}
+	if o.MaxQueuedBytesTotal < 0 {
+		o.MaxQueuedBytesTotal = 1 << 62
+	}
+	if o.HoldTimeout <= 0 {
+		o.HoldTimeout = 10 * time.Second
 	}
 	if o.ReceiveMaximum == 0 {
 		o.ReceiveMaximum = 20

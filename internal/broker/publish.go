@@ -82,36 +82,37 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 			// Resent QoS 2 PUBLISH before PUBREL: not routed again
 			// [MQTT-4.3.3-10 / -11].
 			id := p.PacketID
-			c.tx.then(func() { c.sendAck(packet.PUBREC, id, packet.Success) })
+			c.ackAfterCommit(packet.PUBREC, id, packet.Success)
 			return nil
 		}
 	}
 
-	if c.srv.auth != nil && !c.srv.auth.CanPublish(c.info(), name) {
+	// Topics beginning with '$' belong to the server ($SYS, and those of
+	// later features): never writable by clients, whatever the ACL.
+	if len(name) > 0 && name[0] == '$' || (c.srv.auth != nil && !c.srv.auth.CanPublish(c.info(), name)) {
 		c.srv.stats.droppedNotAuthorized.Add(1)
-		id := p.PacketID
-		switch p.QoS {
-		case 1:
-			c.tx.then(func() { c.sendAck(packet.PUBACK, id, packet.NotAuthorized) })
-		case 2:
-			c.tx.then(func() { c.sendAck(packet.PUBREC, id, packet.NotAuthorized) })
-		}
+		c.refusePublish(p.QoS, p.PacketID, packet.NotAuthorized)
 		return nil
 	}
 
 	if !c.allowPublish(len(body)) {
 		c.srv.stats.droppedRateLimited.Add(1)
-		id := p.PacketID
 		code := packet.Success
 		if v5 {
 			code = packet.QuotaExceeded
 		}
-		switch p.QoS {
-		case 1:
-			c.tx.then(func() { c.sendAck(packet.PUBACK, id, code) })
-		case 2:
-			c.tx.then(func() { c.sendAck(packet.PUBREC, id, code) })
+		c.refusePublish(p.QoS, p.PacketID, code)
+		return nil
+	}
+
+	if p.QoS > 0 && c.srv.durableRefused() {
+		// The store cannot write: what needs durability is refused.
+		c.srv.stats.droppedStoreDegraded.Add(1)
+		if !v5 {
+			// 3.x has no way to say so: closed without acknowledging.
+			return protoErr(packet.QuotaExceeded, "store not writable")
 		}
+		c.refusePublish(p.QoS, p.PacketID, packet.QuotaExceeded)
 		return nil
 	}
 
@@ -123,7 +124,21 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 		m.Props.Clear(packet.PropMessageExpiryInterval)
 		m.Expiry = 0
 	}
-	n := c.srv.publish(m, &c.scratch, c.tx)
+	m.Origin = Origin{Kind: OriginClient, Name: c.listener}
+	m.size = uint32(h.Remaining) + 5
+
+	routed, code := c.srv.runPublishHooks(c.info(), m)
+	if code >= 0x80 {
+		if !v5 {
+			code = packet.Success
+		}
+		c.refusePublish(p.QoS, p.PacketID, code)
+		return nil
+	}
+	n := 0
+	if routed != nil {
+		n = c.srv.publish(routed, &c.scratch, c.tx)
+	}
 
 	reason := packet.Success
 	if n == 0 && v5 {
@@ -133,7 +148,7 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 	id := p.PacketID
 	switch p.QoS {
 	case 1:
-		c.tx.then(func() { c.sendAck(packet.PUBACK, id, reason) })
+		c.ackAfterCommit(packet.PUBACK, id, reason)
 	case 2:
 		// PUBREC carries no "no matching subscribers": the message is only
 		// released by PUBREL (as Mosquitto does).
@@ -143,184 +158,43 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 			c.tx.batch.PutInbound(sess.id, id)
 		}
 		sess.mu.Unlock()
-		c.tx.then(func() { c.sendAck(packet.PUBREC, id, packet.Success) })
+		c.ackAfterCommit(packet.PUBREC, id, packet.Success)
 	}
 	return nil
 }
 
-// publish stores a retained message if needed and routes it. It returns
-// the number of sessions it was delivered to.
-func (s *Server) publish(m *Message, sc *routeScratch, tx *txn) int {
-	if m.Retain && !s.opts.DisableRetain {
-		if len(m.Payload) == 0 {
-			s.retained.Delete(m.Topic) // [MQTT-3.3.1-6]
-			if tx.durable() {
-				tx.batch.DeleteRetained(m.Topic)
-			}
-		} else {
-			s.retained.Set(m.Topic, m)
-			// $SYS values are recomputed at every start: not stored.
-			if tx.durable() && !strings.HasPrefix(m.Topic, "$SYS/") {
-				r := messageRecord(m)
-				r.Retain = true
-				tx.batch.PutRetained(r)
-			}
-		}
+// refusePublish answers a PUBLISH that is not routed: PUBACK or PUBREC
+// with code for QoS 1/2 (after anything pending is durable, to keep the
+// order of acknowledgements), nothing for QoS 0.
+func (c *client) refusePublish(qos byte, id uint16, code byte) {
+	switch qos {
+	case 1:
+		c.ackAfterCommit(packet.PUBACK, id, code)
+	case 2:
+		c.ackAfterCommit(packet.PUBREC, id, code)
 	}
-	return s.route(m, sc, tx)
 }
 
-type target struct {
-	sess *session
-	d    delivery
-}
-
-// route delivers m to every matching session: one delivery per session for
-// its non-shared subscriptions (highest granted QoS, every subscription
-// identifier), plus one per matching shared-subscription group.
-func (s *Server) route(m *Message, sc *routeScratch, tx *txn) int {
-	s.index.Match(m.Topic, &sc.res)
-	if len(sc.res.Subs) == 0 && len(sc.res.Shared) == 0 {
-		return 0
-	}
-	if sc.idx == nil {
-		sc.idx = make(map[*session]int)
-	}
-	clear(sc.idx)
-	targets := sc.targets[:0]
-	for i := range sc.res.Subs {
-		e := &sc.res.Subs[i]
-		sess := e.Key
-		if e.Opts.NoLocal && m.From != "" && sess.id == m.From {
-			continue // [MQTT-3.8.3-3]
-		}
-		qos := min(m.QoS, e.Opts.QoS)
-		retain := m.Retain && e.Opts.RetainAsPublished
-		if j, ok := sc.idx[sess]; ok {
-			t := &targets[j]
-			t.d.qos = max(t.d.qos, qos)
-			t.d.retain = t.d.retain || retain
-			if e.Opts.ID != 0 && !slices.Contains(t.d.subIDs, e.Opts.ID) {
-				t.d.subIDs = append(t.d.subIDs, e.Opts.ID)
+// ackAfterCommit sends an acknowledgement once the read loop's transaction
+// is committed. If the commit fails, a v5 client gets PUBACK/PUBREC 0x97
+// (the message was not accepted: it may resend it once the store
+// recovers); anything else, and any 3.x client, is disconnected without the
+// acknowledgement.
+func (c *client) ackAfterCommit(t packet.Type, id uint16, code byte) {
+	c.tx.thenOr(func() { c.sendAck(t, id, code) }, func() {
+		if c.version >= packet.V5 && (t == packet.PUBACK || t == packet.PUBREC) {
+			if t == packet.PUBREC {
+				// The flow ends with the refusal: the identifier is free.
+				sess := c.sess
+				sess.mu.Lock()
+				delete(sess.inboundQoS2, id)
+				sess.mu.Unlock()
 			}
-			continue
-		}
-		if s.auth != nil && !s.auth.CanReceive(sess.info(), m.Topic) {
-			continue
-		}
-		t := target{sess: sess, d: delivery{msg: m, qos: qos, retain: retain}}
-		if e.Opts.ID != 0 {
-			t.d.subIDs = []uint32{e.Opts.ID}
-		}
-		sc.idx[sess] = len(targets)
-		targets = append(targets, t)
-	}
-	for i := range sc.res.Shared {
-		g := &sc.res.Shared[i]
-		e := pickShared(g.Members, g.Next, nil)
-		if e == nil {
-			continue
-		}
-		d := delivery{msg: m, qos: min(m.QoS, e.Opts.QoS), retain: m.Retain && e.Opts.RetainAsPublished, group: g.Group + "/" + g.Filter}
-		if e.Opts.ID != 0 {
-			d.subIDs = []uint32{e.Opts.ID}
-		}
-		targets = append(targets, target{sess: e.Key, d: d})
-	}
-	now := time.Now().UnixNano() // once per message, not per delivery
-	for i := range targets {
-		targets[i].sess.deliver(targets[i].d, tx, now)
-	}
-	n := len(targets)
-	clear(targets)
-	sc.targets = targets[:0]
-	return n
-}
-
-// pickShared chooses the member of a shared group that gets a message:
-// round robin from next, preferring connected sessions, never exclude.
-func pickShared(members []topic.Entry[*session], next uint64, exclude *session) *topic.Entry[*session] {
-	n := len(members)
-	if n == 0 {
-		return nil
-	}
-	var fallback *topic.Entry[*session]
-	for i := 0; i < n; i++ {
-		e := &members[(int(next%uint64(n))+i)%n]
-		if e.Key == exclude {
-			continue
-		}
-		if e.Key.online.Load() {
-			return e
-		}
-		if fallback == nil {
-			fallback = e
-		}
-	}
-	return fallback
-}
-
-// takeSharedLocked removes from a session whose client went away the
-// messages it got through shared subscriptions and has not started
-// delivering under QoS 2, so another member can have them [MQTT-4.8.2-3].
-// QoS 2 messages already sent stay: they must complete with this client
-// [MQTT-4.8.2-4].
-func (s *Server) takeSharedLocked(sess *session, tx *txn) []delivery {
-	var out []delivery
-	drop := func(m *outMsg) {
-		out = append(out, m.d)
-		if m.id != 0 {
-			delete(sess.msgs, m.id)
-			if sess.persistentLocked() && tx.durable() {
-				tx.batch.DeleteMessage(sess.id, m.seq)
-			}
-		}
-	}
-	keep := sess.queue[:0]
-	for _, m := range sess.queue {
-		if m.d.group != "" && !m.pending {
-			drop(m)
-		} else {
-			keep = append(keep, m)
-		}
-	}
-	clear(sess.queue[len(keep):])
-	sess.queue = keep
-	for _, m := range sess.msgs {
-		if m.d.group != "" && m.d.qos == 1 && m.state == outPublished {
-			drop(m)
-			sess.sent--
-		}
-	}
-	return out
-}
-
-// dispatchShared re-delivers a shared-subscription message to another
-// member of its group; if none is left, back to the original session.
-func (s *Server) dispatchShared(d delivery, from *session, tx *txn) {
-	var res topic.Result[*session]
-	s.index.Match(d.msg.Topic, &res)
-	for i := range res.Shared {
-		g := &res.Shared[i]
-		if g.Group+"/"+g.Filter != d.group {
-			continue
-		}
-		e := pickShared(g.Members, g.Next, from)
-		if e != nil && e.Key.online.Load() {
-			nd := delivery{msg: d.msg, qos: min(d.msg.QoS, e.Opts.QoS), retain: d.retain, group: d.group}
-			if e.Opts.ID != 0 {
-				nd.subIDs = []uint32{e.Opts.ID}
-			}
-			s.stats.sharedRedispatched.Add(1)
-			e.Key.deliver(nd, tx, time.Now().UnixNano())
+			c.sendAck(t, id, packet.QuotaExceeded)
 			return
 		}
-	}
-	from.mu.Lock()
-	if !from.ended && from.client == nil && from.expiryInterval != 0 {
-		from.deliverLocked(d, tx, time.Now().UnixNano())
-	}
-	from.mu.Unlock()
+		c.commitFailed = true
+	})
 }
 
 func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
@@ -349,7 +223,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 			// Known or not, answer with PUBREL so the client can finish
 			// its flow (an unknown identifier was most likely completed
 			// before a reconnect).
-			c.tx.then(func() { c.sendAck(packet.PUBREL, id, packet.Success) })
+			c.ackAfterCommit(packet.PUBREL, id, packet.Success)
 		}
 	case packet.PUBREL:
 		sess.mu.Lock()
@@ -365,7 +239,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		// it missed [MQTT-4.3.3-13]. PUBCOMP waits for the release to be
 		// durable, or a crash could make a new message with this
 		// identifier look like a duplicate.
-		c.tx.then(func() { c.sendAck(packet.PUBCOMP, id, packet.Success) })
+		c.ackAfterCommit(packet.PUBCOMP, id, packet.Success)
 	}
 	return nil
 }

@@ -7,7 +7,7 @@
 //	Server.mu → session.mu → client.omu
 //
 // The topic index and the retained tree have their own internal locks and
-// call no broker code while holding them. Delivery from a publisher's read
+// call no broker code while holding them. delivery from a publisher's read
 // loop takes the target session's mu and then the target client's omu;
 // no goroutine holds two session locks at once.
 package broker
@@ -15,9 +15,11 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,9 +92,25 @@ type Server struct {
 
 	store store.Store
 
-	index    *topic.Index[*session]
+	index    *topic.Index[Subscriber]
 	retained *topic.Retained[*Message]
 	stats    Stats
+
+	// nodeHash and msgSeq make MessageIDs: msgSeq starts at the start time
+	// in nanoseconds, so ids stay unique across restarts.
+	nodeHash uint64
+	msgSeq   atomic.Uint64
+
+	// queuedBytes is what every session's held messages count against
+	// Options.MaxQueuedBytesTotal.
+	queuedBytes atomic.Int64
+
+	hookMu sync.Mutex
+	hooks  atomic.Pointer[hookSet]
+
+	// storeDegraded is set while the store refuses writes.
+	storeDegraded  atomic.Bool
+	storeErrLogged atomic.Int64
 
 	mu       mutex
 	sessions map[string]*session
@@ -125,7 +143,8 @@ func New(opts Options, log *slog.Logger, auth Auth) *Server {
 		opts:          opts,
 		log:           log,
 		auth:          auth,
-		index:         topic.NewIndex[*session](),
+		index:         topic.NewIndex[Subscriber](),
+		nodeHash:      NodeHash(opts.NodeName),
 		retained:      topic.NewRetained[*Message](),
 		sessions:      make(map[string]*session),
 		clients:       make(map[*client]struct{}),
@@ -135,6 +154,7 @@ func New(opts Options, log *slog.Logger, auth Auth) *Server {
 		listenerConns: make(map[string]int),
 	}
 	s.clock.Store(time.Now().UnixNano())
+	s.msgSeq.Store(uint64(time.Now().UnixNano()))
 	s.wg.Add(2)
 	go s.housekeeping()
 	go s.tick()
@@ -310,15 +330,20 @@ func (s *Server) stopTimers() {
 	}
 }
 
-// housekeeping sweeps expired retained messages.
+// housekeeping sweeps expired retained messages and watches the store's
+// health (degraded mode ends by itself when the store is writable again).
 func (s *Server) housekeeping() {
 	defer s.wg.Done()
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
+	health := time.NewTicker(250 * time.Millisecond)
+	defer health.Stop()
 	for {
 		select {
 		case <-s.quit:
 			return
+		case <-health.C:
+			s.checkStore()
 		case <-t.C:
 			now := time.Now().UnixNano()
 			var expired []string
@@ -353,3 +378,21 @@ func (s *Server) RetainedCount() int { return s.retained.Len() }
 
 // SubscriptionCount returns the number of subscriptions.
 func (s *Server) SubscriptionCount() int { return s.index.Len() }
+
+// recovered logs a panic contained by the broker (with its stack) and
+// counts it. kv are extra log attributes.
+func (s *Server) recovered(r any, kv ...any) {
+	s.stats.panics.Add(1)
+	args := append([]any{"panic", fmt.Sprint(r), "stack", string(debug.Stack())}, kv...)
+	s.log.Error("internal error contained; the connection or task is closed", args...)
+}
+
+// safely runs fn, containing a panic (timers and background tasks).
+func (s *Server) safely(what string, fn func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.recovered(r, "task", what)
+		}
+	}()
+	fn()
+}

@@ -32,7 +32,7 @@ const (
 // after a crash the message is resent with the same identifier, which a
 // QoS 2 receiver recognises [MQTT-4.3.3-10].
 type outMsg struct {
-	d     delivery
+	d     Delivery
 	id    uint16 // 0 for QoS 0
 	seq   uint64 // order within the session, also the store key
 	state outState
@@ -41,6 +41,8 @@ type outMsg struct {
 	pending bool
 	// resend marks a message loaded from the store: sent with DUP.
 	resend bool
+	// size is what the message counts against the queued-bytes limits.
+	size int64
 }
 
 // session is the server side of an MQTT session. Everything in it is
@@ -71,6 +73,9 @@ type session struct {
 	sent   int       // messages in flight (published or released)
 	seq    uint64
 	nextID uint16
+	// bytes is the memory the session's held messages (queued and in
+	// flight) count against Options.MaxQueuedBytes.
+	bytes int64
 
 	// inboundQoS2 holds packet identifiers of QoS 2 PUBLISHes received and
 	// routed but not yet released by PUBREL.
@@ -100,11 +105,22 @@ func newSession(srv *Server, id string) *session {
 // persistent reports whether the session's state is mirrored to the store.
 func (s *session) persistentLocked() bool { return s.srv.store != nil && s.expiryInterval > 0 }
 
-// deliver hands a routed message to the session.
-func (s *session) deliver(d delivery, tx *txn, now int64) {
+// SubscriberID implements Subscriber: the client identifier.
+func (s *session) SubscriberID() string { return s.id }
+
+// Online implements Subscriber.
+func (s *session) Online() bool { return s.online.Load() }
+
+// MayReceive implements Subscriber: the read ACL of the session's owner.
+func (s *session) MayReceive(topic string) bool {
+	return s.srv.auth == nil || s.srv.auth.CanReceive(s.info(), topic)
+}
+
+// Deliver implements Subscriber: it hands a routed message to the session.
+func (s *session) Deliver(d Delivery, tx *Txn, now int64) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.deliverLocked(d, tx, now)
-	s.mu.Unlock()
 }
 
 // deliverLocked sends a message to the connected client, or queues it:
@@ -112,16 +128,16 @@ func (s *session) deliver(d delivery, tx *txn, now int64) {
 // committed.
 // now is the current time (unix nanoseconds), read once per routed
 // message by the caller.
-func (s *session) deliverLocked(d delivery, tx *txn, now int64) {
+func (s *session) deliverLocked(d Delivery, tx *Txn, now int64) {
 	if s.ended {
 		return
 	}
-	if d.msg.expired(now) {
+	if d.Msg.expired(now) {
 		s.srv.stats.droppedExpired.Add(1)
 		return
 	}
 	c := s.client
-	if d.qos == 0 {
+	if d.QoS == 0 {
 		switch {
 		case c != nil && c.acked:
 			c.sendPublish(&d, 0, false, now)
@@ -130,8 +146,13 @@ func (s *session) deliverLocked(d delivery, tx *txn, now int64) {
 				s.srv.stats.droppedQueueFull.Add(1)
 				return
 			}
+			m := &outMsg{d: d}
+			if !s.holdLocked(m) {
+				return
+			}
 			s.seq++
-			s.queue = append(s.queue, &outMsg{d: d, seq: s.seq})
+			m.seq = s.seq
+			s.queue = append(s.queue, m)
 		default:
 			s.srv.stats.droppedOffline.Add(1)
 		}
@@ -139,9 +160,15 @@ func (s *session) deliverLocked(d delivery, tx *txn, now int64) {
 	}
 	if len(s.queue) >= s.srv.opts.MaxQueued || len(s.msgs) >= 65535 {
 		s.srv.stats.droppedQueueFull.Add(1)
+		s.srv.deliveryOutcome(DeliveryDropped, s.id, &d)
 		return
 	}
-	m := &outMsg{d: d, id: s.allocIDLocked(), state: outQueued}
+	m := &outMsg{d: d, state: outQueued}
+	if !s.holdLocked(m) {
+		s.srv.deliveryOutcome(DeliveryDropped, s.id, &d)
+		return
+	}
+	m.id = s.allocIDLocked()
 	s.seq++
 	m.seq = s.seq
 	s.msgs[m.id] = m
@@ -149,15 +176,43 @@ func (s *session) deliverLocked(d delivery, tx *txn, now int64) {
 	if s.persistentLocked() && tx.durable() {
 		m.pending = true
 		tx.batch.PutMessage(s.id, m.seq, s.record(m))
-		tx.then(func() {
+		// Released for sending once its record is committed; released too
+		// if the commit fails (the message is then held in memory only,
+		// and the publisher, not acknowledged, resends it).
+		tx.always(func() {
 			s.mu.Lock()
+			defer s.mu.Unlock()
 			m.pending = false
 			s.drainLocked(time.Now().UnixNano())
-			s.mu.Unlock()
 		})
 		return
 	}
 	s.drainLocked(now)
+}
+
+// holdLocked accounts for a message the session starts holding, against
+// the per-session and the server-wide queued-bytes limits. It returns
+// false (counted) when the message does not fit.
+func (s *session) holdLocked(m *outMsg) bool {
+	size := m.d.Msg.memSize()
+	o := &s.srv.opts
+	if s.bytes+size > o.MaxQueuedBytes || s.srv.queuedBytes.Load()+size > o.MaxQueuedBytesTotal {
+		s.srv.stats.droppedQueueBytes.Add(1)
+		return false
+	}
+	m.size = size
+	s.bytes += size
+	s.srv.queuedBytes.Add(size)
+	return true
+}
+
+// releaseLocked undoes holdLocked for a message the session lets go of.
+func (s *session) releaseLocked(m *outMsg) {
+	if m.size != 0 {
+		s.bytes -= m.size
+		s.srv.queuedBytes.Add(-m.size)
+		m.size = 0
+	}
 }
 
 // allocIDLocked returns a packet identifier not in use by the session's
@@ -187,16 +242,22 @@ func (s *session) drainLocked(now int64) {
 			break
 		}
 		n++
-		if m.d.msg.expired(now) {
+		if m.d.Msg.expired(now) {
 			s.srv.stats.droppedExpired.Add(1)
+			s.releaseLocked(m)
 			if m.id != 0 {
 				delete(s.msgs, m.id)
 				s.forget(m)
+				s.srv.deliveryOutcome(DeliveryDropped, s.id, &m.d)
 			}
 			continue
 		}
 		if m.id == 0 {
-			c.sendPublish(&m.d, 0, false, now)
+			if c.sendPublish(&m.d, 0, false, now) == sendNotSent {
+				n--
+				goto done
+			}
+			s.releaseLocked(m)
 			continue
 		}
 		switch c.sendPublish(&m.d, m.id, m.resend, now) {
@@ -206,7 +267,9 @@ func (s *session) drainLocked(now int64) {
 		case sendTooBig:
 			// Dropped as if delivered [MQTT-3.1.2-25].
 			delete(s.msgs, m.id)
+			s.releaseLocked(m)
 			s.forget(m)
+			s.srv.deliveryOutcome(DeliveryDropped, s.id, &m.d)
 		case sendNotSent:
 			// The connection is closing: the message stays queued,
 			// delivery has not started.
@@ -287,6 +350,7 @@ func (s *session) resendLocked() {
 		case sendTooBig:
 			delete(s.msgs, m.id)
 			s.sent--
+			s.releaseLocked(m)
 			s.forget(m)
 		default:
 			inFlight++
@@ -299,7 +363,7 @@ func (s *session) resendLocked() {
 
 // complete handles PUBACK (QoS 1) and PUBCOMP (QoS 2 after PUBREC). It
 // reports whether the packet fits the message's flow.
-func (s *session) complete(id uint16, t packet.Type, tx *txn) (ok bool) {
+func (s *session) complete(id uint16, t packet.Type, tx *Txn) (ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.msgs[id]
@@ -308,19 +372,21 @@ func (s *session) complete(id uint16, t packet.Type, tx *txn) (ok bool) {
 	}
 	switch t {
 	case packet.PUBACK:
-		if m.d.qos != 1 {
+		if m.d.QoS != 1 {
 			return false
 		}
 	case packet.PUBCOMP:
-		if m.d.qos != 2 || m.state != outReleased {
+		if m.d.QoS != 2 || m.state != outReleased {
 			return false
 		}
 	}
 	delete(s.msgs, id)
 	s.sent--
+	s.releaseLocked(m)
 	if s.persistentLocked() && tx.durable() {
 		tx.deleteAcked(s.id, m.seq)
 	}
+	s.srv.deliveryOutcome(DeliveryAcknowledged, s.id, &m.d)
 	s.drainLocked(time.Now().UnixNano())
 	return true
 }
@@ -330,20 +396,22 @@ func (s *session) complete(id uint16, t packet.Type, tx *txn) (ok bool) {
 // When a PUBREL is due, it is sent through tx once the new state is
 // durable: a PUBREL sent before a crash that forgot it could make the
 // receiver complete, and the resent PUBLISH look new.
-func (s *session) received(id uint16, reason byte, tx *txn) (known, ok bool) {
+func (s *session) received(id uint16, reason byte, tx *Txn) (known, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.msgs[id]
 	if m == nil || m.state == outQueued {
 		return false, true
 	}
-	if m.d.qos != 2 {
+	if m.d.QoS != 2 {
 		return true, false
 	}
 	if reason >= 0x80 {
 		// The receiver refused the message: the flow ends here.
 		delete(s.msgs, id)
 		s.sent--
+		s.releaseLocked(m)
+		s.srv.deliveryOutcome(DeliveryDropped, s.id, &m.d)
 		if s.persistentLocked() && tx.durable() {
 			tx.deleteAcked(s.id, m.seq)
 		}
@@ -373,11 +441,11 @@ func (s *session) username() string {
 
 // record converts a session message to its store form.
 func (s *session) record(m *outMsg) *store.MessageRecord {
-	r := messageRecord(m.d.msg)
-	r.DeliverQoS = m.d.qos
-	r.DeliverRetain = m.d.retain
-	r.SubIDs = m.d.subIDs
-	r.Group = m.d.group
+	r := messageRecord(m.d.Msg)
+	r.DeliverQoS = m.d.QoS
+	r.DeliverRetain = m.d.Retain
+	r.SubIDs = m.d.SubIDs
+	r.Group = m.d.Group
 	r.PacketID = m.id
 	switch m.state {
 	case outReleased:
@@ -396,6 +464,7 @@ func (s *session) sessionRecordLocked() *store.SessionRecord {
 		ClientID:       s.id,
 		ExpiryInterval: s.expiryInterval,
 		Username:       s.username(),
+		Role:           uint8(s.role.Load()),
 		NextPacketID:   s.nextID,
 	}
 	if s.client == nil {
@@ -419,6 +488,8 @@ func messageRecord(m *Message) *store.MessageRecord {
 	return &store.MessageRecord{
 		Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props,
 		Received: m.Received, Expiry: m.Expiry, From: m.From,
+		IDNode: m.ID.Node, IDSeq: m.ID.Seq, Hops: m.Hops,
+		OriginKind: uint8(m.Origin.Kind), OriginName: m.Origin.Name,
 	}
 }
 
@@ -426,7 +497,45 @@ func messageFromRecord(r *store.MessageRecord) *Message {
 	m := &Message{
 		Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain, Props: r.Props,
 		Received: r.Received, Expiry: r.Expiry, From: r.From,
+		ID: MessageID{Node: r.IDNode, Seq: r.IDSeq}, Hops: r.Hops,
+		Origin: Origin{Kind: OriginKind(r.OriginKind), Name: r.OriginName},
 	}
 	m.Props.Present &= messagePropMask
 	return m
+}
+
+// takeSharedLocked removes from a session whose client went away the
+// messages it got through shared subscriptions and has not started
+// delivering under QoS 2, so another member can have them [MQTT-4.8.2-3].
+// QoS 2 messages already sent stay: they must complete with this client
+// [MQTT-4.8.2-4].
+func (sess *session) takeSharedLocked(tx *Txn) []Delivery {
+	var out []Delivery
+	drop := func(m *outMsg) {
+		out = append(out, m.d)
+		sess.releaseLocked(m)
+		if m.id != 0 {
+			delete(sess.msgs, m.id)
+			if sess.persistentLocked() && tx.durable() {
+				tx.batch.DeleteMessage(sess.id, m.seq)
+			}
+		}
+	}
+	keep := sess.queue[:0]
+	for _, m := range sess.queue {
+		if m.d.Group != "" && !m.pending {
+			drop(m)
+		} else {
+			keep = append(keep, m)
+		}
+	}
+	clear(sess.queue[len(keep):])
+	sess.queue = keep
+	for _, m := range sess.msgs {
+		if m.d.Group != "" && m.d.QoS == 1 && m.state == outPublished {
+			drop(m)
+			sess.sent--
+		}
+	}
+	return out
 }

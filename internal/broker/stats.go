@@ -31,6 +31,13 @@ type Stats struct {
 	droppedRateLimited   atomic.Uint64
 	connRateRefused      atomic.Uint64
 	listenerFull         atomic.Uint64
+	droppedQueueBytes    atomic.Uint64
+	droppedStoreDegraded atomic.Uint64
+	droppedByHook        atomic.Uint64
+	holdFailures         atomic.Uint64
+	takeoversRefused     atomic.Uint64
+	subscriptionsRevoked atomic.Uint64
+	panics               atomic.Uint64
 
 	receivedByQoS [3]atomic.Uint64
 	sentByQoS     [3]atomic.Uint64
@@ -51,6 +58,8 @@ type Snapshot struct {
 	DroppedTooLarge, DroppedNotAuthorized, DroppedSessionEnd                                 uint64
 	SlowConsumers, SessionsExpired, WillsPublished, SharedRedispatched                       uint64
 	StoreErrors, DroppedRateLimited, ConnectionRateRefused, ListenerFull                     uint64
+	DroppedQueueBytes, DroppedStoreDegraded, DroppedByHook, HoldFailures                     uint64
+	TakeoversRefused, SubscriptionsRevoked, Panics                                           uint64
 
 	ReceivedByQoS, SentByQoS [3]uint64
 	// MalformedByType is indexed by packet type (1..15; 0 = unknown).
@@ -79,6 +88,13 @@ func (s *Stats) Snapshot() Snapshot {
 		DroppedRateLimited:    s.droppedRateLimited.Load(),
 		ConnectionRateRefused: s.connRateRefused.Load(),
 		ListenerFull:          s.listenerFull.Load(),
+		DroppedQueueBytes:     s.droppedQueueBytes.Load(),
+		DroppedStoreDegraded:  s.droppedStoreDegraded.Load(),
+		DroppedByHook:         s.droppedByHook.Load(),
+		HoldFailures:          s.holdFailures.Load(),
+		TakeoversRefused:      s.takeoversRefused.Load(),
+		SubscriptionsRevoked:  s.subscriptionsRevoked.Load(),
+		Panics:                s.panics.Load(),
 		DisconnectsByReason:   make(map[byte]uint64),
 		Latency:               s.latency.snapshot(),
 	}

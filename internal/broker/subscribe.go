@@ -42,9 +42,21 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 	codes := make([]byte, len(sp.Subs))
 	var wantRetained []retainedReq
 
+	hs := c.srv.hooks.Load()
 	sess := c.sess
 	sess.mu.Lock()
+	// A persistent session's subscriptions need the store.
+	degraded := sess.persistentLocked() && c.srv.durableRefused()
 	for i, sub := range sp.Subs {
+		if o.MaxFiltersPerSubscribe > 0 && i >= o.MaxFiltersPerSubscribe {
+			codes[i] = c.failCode(packet.QuotaExceeded)
+			continue
+		}
+		if degraded {
+			c.srv.stats.droppedStoreDegraded.Add(1)
+			codes[i] = c.failCode(packet.QuotaExceeded)
+			continue
+		}
 		code := c.checkSubscription(sub)
 		if code >= 0x80 {
 			codes[i] = code
@@ -61,6 +73,21 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 			// 3.x has no subscription options; retained messages are
 			// flagged as retained only when sent because of the subscribe.
 			opts = topic.Options{QoS: granted}
+		}
+		if hs != nil && len(hs.subscribe) > 0 {
+			refused := byte(0)
+			for _, h := range hs.subscribe {
+				if code := h.OnSubscribe(c.info(), sub.Filter, &opts); code >= 0x80 {
+					refused = code
+					break
+				}
+			}
+			if refused != 0 {
+				codes[i] = c.failCode(refused)
+				continue
+			}
+			granted = min(opts.QoS, granted)
+			opts.QoS = granted
 		}
 		sess.subs[sub.Filter] = subscription{filter: sub.Filter, opts: opts}
 		c.srv.index.Subscribe(sess, sub.Filter, opts)
@@ -79,12 +106,14 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 	sess.mu.Unlock()
 
 	// SUBACK once the subscriptions are durable; retained messages follow
-	// it, flagged retained [MQTT-3.3.1-9] (never for shared subscriptions
-	// [MQTT-4.8.2-?]). The session lock is held so that no message of the
-	// new subscriptions overtakes the SUBACK.
+	// it, flagged retained [MQTT-3.3.1-9] (never for shared subscriptions:
+	// MQTT 5.0 section 4.8.2, "retained messages are not sent" when a
+	// shared subscription is made). The session lock is held so that no
+	// message of the new subscriptions overtakes the SUBACK. If the commit
+	// fails, the connection is closed without SUBACK.
 	ack := packet.Suback{PacketID: sp.PacketID, ReasonCodes: codes}
 	tx := c.tx
-	tx.then(func() {
+	tx.thenOr(func() {
 		sess.mu.Lock()
 		defer sess.mu.Unlock()
 		// Look the retained messages up before the SUBACK is queued: a
@@ -96,7 +125,7 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 		for _, d := range retained {
 			sess.deliverLocked(d, tx, now)
 		}
-	})
+	}, func() { c.commitFailed = true })
 	return nil
 }
 
@@ -108,8 +137,8 @@ type retainedReq struct {
 
 // collectRetained returns the deliveries of the retained messages matching
 // new subscriptions.
-func (c *client) collectRetained(wantRetained []retainedReq) []delivery {
-	var out []delivery
+func (c *client) collectRetained(wantRetained []retainedReq) []Delivery {
+	var out []Delivery
 	now := time.Now().UnixNano()
 	for _, r := range wantRetained {
 		c.srv.retained.Match(r.filter, func(t string, m *Message) bool {
@@ -119,9 +148,9 @@ func (c *client) collectRetained(wantRetained []retainedReq) []delivery {
 			if c.srv.auth != nil && !c.srv.auth.CanReceive(c.info(), t) {
 				return true
 			}
-			d := delivery{msg: m, qos: min(m.QoS, r.qos), retain: true}
+			d := Delivery{Msg: m, QoS: min(m.QoS, r.qos), Retain: true}
 			if r.id != 0 {
-				d.subIDs = []uint32{r.id}
+				d.SubIDs = []uint32{r.id}
 			}
 			out = append(out, d)
 			return true
@@ -180,6 +209,6 @@ func (c *client) handleUnsubscribe(h packet.FixedHeader, body []byte) error {
 	}
 	sess.mu.Unlock()
 	ack := packet.Unsuback{PacketID: up.PacketID, ReasonCodes: codes}
-	c.tx.then(func() { c.send(func(b []byte) []byte { return ack.Append(b, c.version) }) })
+	c.tx.thenOr(func() { c.send(func(b []byte) []byte { return ack.Append(b, c.version) }) }, func() { c.commitFailed = true })
 	return nil
 }

@@ -1,0 +1,259 @@
+package broker
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/isobar-mq/isobar/internal/store"
+	"github.com/isobar-mq/isobar/internal/topic"
+)
+
+// Subscriber is anything the router delivers messages to: a local MQTT
+// session, a remote cluster node, a bridge link, a STOMP subscription or an
+// internal subscriber (see Server.NewSubscriber). All of them live in the
+// one subscription index; routing, overlap merging, subscription
+// identifiers, No Local and shared-group selection work on this interface
+// only. Protocol specifics (packet identifiers, topic aliases, encoding,
+// Receive Maximum) stay behind it.
+//
+// Implementations must be comparable (pointer types) and their methods
+// must not block: Deliver queues, and takes responsibility for QoS 1/2
+// messages through tx (a store record, or tx.Hold until a remote peer
+// accepted the message).
+type Subscriber interface {
+	// SubscriberID is the client identifier No Local compares with the
+	// publisher's [MQTT-3.8.3-3]; "" when No Local never applies.
+	SubscriberID() string
+	// MayReceive reports whether the subscriber is authorized to receive
+	// a message on topic (the read ACL). It is asked for every delivery,
+	// shared-subscription deliveries included. A remote node answers true:
+	// its own sessions are checked where they live.
+	MayReceive(topic string) bool
+	// Online reports whether the subscriber takes deliveries now; shared
+	// groups prefer online members.
+	Online() bool
+	// Deliver takes one message. now is the routing time (unix
+	// nanoseconds), read once per routed message.
+	Deliver(d Delivery, tx *Txn, now int64)
+}
+
+// target is one subscriber a message goes to, with its merged options.
+type target struct {
+	sub Subscriber
+	d   Delivery
+}
+
+// routeScratch is per-publisher scratch space for routing, reused so that
+// steady-state fan-out does not allocate.
+type routeScratch struct {
+	res     topic.Result[Subscriber]
+	idx     map[Subscriber]int
+	targets []target
+}
+
+// publish stores a retained message if needed and routes it. It returns
+// the number of subscribers it was delivered to.
+func (s *Server) publish(m *Message, sc *routeScratch, tx *Txn) int {
+	if m.ID.IsZero() {
+		m.ID = MessageID{Node: s.nodeHash, Seq: s.msgSeq.Add(1)}
+	}
+	if m.Retain && !s.opts.DisableRetain {
+		if len(m.Payload) == 0 {
+			s.retained.Delete(m.Topic) // [MQTT-3.3.1-6]
+			if tx.durable() {
+				tx.batch.DeleteRetained(m.Topic)
+			}
+		} else {
+			s.retained.Set(m.Topic, m)
+			// $SYS values are recomputed at every start: not stored.
+			if tx.durable() && !strings.HasPrefix(m.Topic, "$SYS/") {
+				r := messageRecord(m)
+				r.Retain = true
+				tx.batch.PutRetained(r)
+			}
+		}
+	}
+	return s.route(m, sc, tx)
+}
+
+// route delivers m to every matching subscriber: one delivery per
+// subscriber for its non-shared subscriptions (highest granted QoS, every
+// subscription identifier [MQTT-3.3.4-2, -3]), plus one per matching
+// shared-subscription group, to a member allowed to receive it.
+func (s *Server) route(m *Message, sc *routeScratch, tx *Txn) int {
+	s.index.Match(m.Topic, &sc.res)
+	if len(sc.res.Subs) == 0 && len(sc.res.Shared) == 0 {
+		return 0
+	}
+	if sc.idx == nil {
+		sc.idx = make(map[Subscriber]int)
+	}
+	clear(sc.idx)
+	targets := sc.targets[:0]
+	// Subscribers refused by the read ACL get index -1: checked once per
+	// message, whatever the number of their overlapping subscriptions.
+	for i := range sc.res.Subs {
+		e := &sc.res.Subs[i]
+		sub := e.Key
+		if e.Opts.NoLocal && m.From != "" && sub.SubscriberID() == m.From {
+			continue // [MQTT-3.8.3-3]
+		}
+		qos := min(m.QoS, e.Opts.QoS)
+		retain := m.Retain && e.Opts.RetainAsPublished
+		if j, ok := sc.idx[sub]; ok {
+			if j < 0 {
+				continue
+			}
+			t := &targets[j]
+			t.d.QoS = max(t.d.QoS, qos)
+			t.d.Retain = t.d.Retain || retain
+			if e.Opts.ID != 0 && !slices.Contains(t.d.SubIDs, e.Opts.ID) {
+				t.d.SubIDs = append(t.d.SubIDs, e.Opts.ID)
+			}
+			continue
+		}
+		if !sub.MayReceive(m.Topic) {
+			sc.idx[sub] = -1
+			continue
+		}
+		t := target{sub: sub, d: Delivery{Msg: m, QoS: qos, Retain: retain}}
+		if e.Opts.ID != 0 {
+			t.d.SubIDs = []uint32{e.Opts.ID}
+		}
+		sc.idx[sub] = len(targets)
+		targets = append(targets, t)
+	}
+	for i := range sc.res.Shared {
+		g := &sc.res.Shared[i]
+		e := pickShared(g.Members, g.Next, nil, m.Topic)
+		if e == nil {
+			s.stats.droppedNotAuthorized.Add(1)
+			continue
+		}
+		d := Delivery{Msg: m, QoS: min(m.QoS, e.Opts.QoS), Retain: m.Retain && e.Opts.RetainAsPublished, Group: g.Group + "/" + g.Filter}
+		if e.Opts.ID != 0 {
+			d.SubIDs = []uint32{e.Opts.ID}
+		}
+		targets = append(targets, target{sub: e.Key, d: d})
+	}
+	now := time.Now().UnixNano() // once per message, not per delivery
+	for i := range targets {
+		targets[i].sub.Deliver(targets[i].d, tx, now)
+	}
+	n := len(targets)
+	clear(targets)
+	sc.targets = targets[:0]
+	return n
+}
+
+// pickShared chooses the member of a shared group that gets a message on
+// topic: round robin from next, preferring online members, never exclude,
+// and only members allowed to receive it (shared deliveries pass the same
+// read ACL as plain ones). nil when no member may have it.
+func pickShared(members []topic.Entry[Subscriber], next uint64, exclude Subscriber, topicName string) *topic.Entry[Subscriber] {
+	n := len(members)
+	if n == 0 {
+		return nil
+	}
+	var fallback *topic.Entry[Subscriber]
+	for i := 0; i < n; i++ {
+		e := &members[(int(next%uint64(n))+i)%n]
+		if exclude != nil && e.Key == exclude {
+			continue
+		}
+		online := e.Key.Online()
+		if !online && fallback != nil {
+			continue
+		}
+		if !e.Key.MayReceive(topicName) {
+			continue
+		}
+		if online {
+			return e
+		}
+		fallback = e
+	}
+	return fallback
+}
+
+// dispatchShared re-delivers a shared-subscription message to another
+// online member of its group; if none is left, back to the original
+// subscriber when it still wants it (redeliver).
+func (s *Server) dispatchShared(d Delivery, from Subscriber, tx *Txn, redeliver func(Delivery, *Txn)) {
+	var res topic.Result[Subscriber]
+	s.index.Match(d.Msg.Topic, &res)
+	for i := range res.Shared {
+		g := &res.Shared[i]
+		if g.Group+"/"+g.Filter != d.Group {
+			continue
+		}
+		e := pickShared(g.Members, g.Next, from, d.Msg.Topic)
+		if e != nil && e.Key.Online() {
+			nd := Delivery{Msg: d.Msg, QoS: min(d.Msg.QoS, e.Opts.QoS), Retain: d.Retain, Group: d.Group}
+			if e.Opts.ID != 0 {
+				nd.SubIDs = []uint32{e.Opts.ID}
+			}
+			s.stats.sharedRedispatched.Add(1)
+			e.Key.Deliver(nd, tx, time.Now().UnixNano())
+			return
+		}
+	}
+	if redeliver != nil {
+		redeliver(d, tx)
+	}
+}
+
+// storeFailed records a failed store commit: counted, logged (at most
+// once a second), and the store is checked for degraded mode.
+func (s *Server) storeFailed(err error) {
+	s.stats.storeErrors.Add(1)
+	now := time.Now().UnixNano()
+	if last := s.storeErrLogged.Load(); now-last > int64(time.Second) && s.storeErrLogged.CompareAndSwap(last, now) {
+		s.log.Error("store commit failed", "err", err)
+	}
+	s.checkStore()
+}
+
+// checkStore refreshes the degraded flag from the store.
+func (s *Server) checkStore() {
+	if s.store == nil {
+		return
+	}
+	w, ok := s.store.(interface{ Writable() error })
+	if !ok {
+		return
+	}
+	err := w.Writable()
+	was := s.storeDegraded.Load()
+	switch {
+	case err != nil && !was:
+		s.storeDegraded.Store(true)
+		s.log.Error("store not writable: refusing what needs durability (QoS 1/2 publishes, persistent sessions and their subscriptions) until it recovers", "err", err)
+	case err == nil && was:
+		s.storeDegraded.Store(false)
+		s.log.Info("store writable again: durable operations resumed")
+	}
+}
+
+// StoreDegraded reports whether the store currently refuses writes (full
+// disk, free space below the floor, write errors).
+func (s *Server) StoreDegraded() bool { return s.storeDegraded.Load() }
+
+// durableRefused reports whether an operation that needs the store must
+// be refused now.
+func (s *Server) durableRefused() bool { return s.store != nil && s.storeDegraded.Load() }
+
+// storeAsync records a change nothing waits for, in the background.
+func (s *Server) storeAsync(fn func(store.Batch)) {
+	if s.store == nil {
+		return
+	}
+	b := s.store.NewBatch()
+	fn(b)
+	go func() {
+		if err := b.Commit(); err != nil {
+			s.storeFailed(err)
+		}
+	}()
+}
