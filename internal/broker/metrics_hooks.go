@@ -39,3 +39,7 @@ func (s *Server) RetainedPayloadBytes() (count int, bytes int64) {
 	})
 	return count, bytes
 }
+
+// QueuedBytes is the memory held by messages queued or in flight in
+// sessions.
+func (s *Server) QueuedBytes() int64 { return s.queuedBytes.Load() }

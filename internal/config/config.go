@@ -81,6 +81,11 @@ type MQTT struct {
 	PublishBurst              int           `yaml:"publish_burst"`
 	PublishByteRate           float64       `yaml:"publish_byte_rate"`
 	PublishByteBurst          int           `yaml:"publish_byte_burst"`
+	MaxFiltersPerSubscribe    int           `yaml:"max_filters_per_subscribe"`
+	MaxConnectSize            uint32        `yaml:"max_connect_size"`
+	MaxQueuedBytes            int64         `yaml:"max_queued_bytes"`
+	MaxQueuedBytesTotal       int64         `yaml:"max_queued_bytes_total"`
+	AllowForeignTakeover      bool          `yaml:"allow_foreign_takeover"`
 }
 
 // Auth configures authentication and authorization.
@@ -114,21 +119,28 @@ func Default() *Config {
 			{Name: "mqtt", Protocol: "mqtt", Address: "127.0.0.1:1883"},
 		},
 		MQTT: MQTT{
-			ReceiveMaximum:          20,
-			MaxInflight:             20,
-			MaxQueuedMessages:       1000,
-			MaxClientIDLength:       65535,
-			MaxTopicLength:          65535,
-			MaxKeepAlive:            65535,
-			TopicAliasMaximum:       10,
-			MaxQoS:                  2,
-			RetainAvailable:         true,
-			WildcardSubscriptions:   true,
-			SubscriptionIdentifiers: true,
-			SharedSubscriptions:     true,
-			MaxPendingBytes:         8 << 20,
-			WriteTimeout:            10 * time.Second,
-			ConnectTimeout:          10 * time.Second,
+			MaxPacketSize:             1 << 20,
+			MaxTopicLevels:            128,
+			MaxSubscriptionsPerClient: 10000,
+			MaxFiltersPerSubscribe:    100,
+			MaxConnectSize:            64 << 10,
+			MaxQueuedBytes:            64 << 20,
+			MaxQueuedBytesTotal:       2 << 30,
+			ReceiveMaximum:            20,
+			MaxInflight:               20,
+			MaxQueuedMessages:         1000,
+			MaxClientIDLength:         65535,
+			MaxTopicLength:            65535,
+			MaxKeepAlive:              65535,
+			TopicAliasMaximum:         10,
+			MaxQoS:                    2,
+			RetainAvailable:           true,
+			WildcardSubscriptions:     true,
+			SubscriptionIdentifiers:   true,
+			SharedSubscriptions:       true,
+			MaxPendingBytes:           8 << 20,
+			WriteTimeout:              10 * time.Second,
+			ConnectTimeout:            10 * time.Second,
 		},
 		Auth:            Auth{AllowAnonymous: true},
 		Store:           Store{Mode: "pebble", DataDir: "./data", Sync: "always", SyncInterval: time.Second},
@@ -245,6 +257,19 @@ func (c *Config) Validate() error {
 	if m.MaxPacketSize != 0 && m.MaxPacketSize < 64 {
 		return fmt.Errorf("mqtt.max_packet_size: %d is too small (minimum 64)", m.MaxPacketSize)
 	}
+	if m.MaxConnectSize < 256 {
+		return fmt.Errorf("mqtt.max_connect_size: %d is too small (minimum 256)", m.MaxConnectSize)
+	}
+	for _, v := range []struct {
+		key string
+		n   int64
+	}{{"max_topic_levels", int64(m.MaxTopicLevels)}, {"max_subscriptions_per_client", int64(m.MaxSubscriptionsPerClient)},
+		{"max_filters_per_subscribe", int64(m.MaxFiltersPerSubscribe)}, {"max_queued_bytes", m.MaxQueuedBytes},
+		{"max_queued_bytes_total", m.MaxQueuedBytesTotal}} {
+		if v.n < 0 {
+			return fmt.Errorf("mqtt.%s: must not be negative (0 = no limit)", v.key)
+		}
+	}
 	if m.MaxKeepAlive == 0 {
 		return errors.New("mqtt.max_keepalive: must be at least 1 (65535 = no cap)")
 	}
@@ -321,7 +346,27 @@ func (c *Config) BrokerOptions() broker.Options {
 		PublishBurst:                   m.PublishBurst,
 		PublishByteRate:                m.PublishByteRate,
 		PublishByteBurst:               m.PublishByteBurst,
+		MaxFiltersPerSubscribe:         m.MaxFiltersPerSubscribe,
+		MaxConnectSize:                 m.MaxConnectSize,
+		MaxQueuedBytes:                 m.MaxQueuedBytes,
+		MaxQueuedBytesTotal:            m.MaxQueuedBytesTotal,
+		AllowForeignTakeover:           m.AllowForeignTakeover,
 		Listeners:                      map[string]broker.ListenerLimits{},
+	}
+	// In the file, 0 means "no limit"; broker.Options uses 0 for "the
+	// default" and a negative value (or the protocol maximum) for none.
+	if m.MaxPacketSize == 0 {
+		o.MaxPacketSize = broker.MaxPacketSizeUnlimited
+	}
+	for _, f := range []*int{&o.MaxTopicLevels, &o.MaxSubscriptionsPerClient, &o.MaxFiltersPerSubscribe} {
+		if *f == 0 {
+			*f = -1
+		}
+	}
+	for _, f := range []*int64{&o.MaxQueuedBytes, &o.MaxQueuedBytesTotal} {
+		if *f == 0 {
+			*f = -1
+		}
 	}
 	for _, l := range c.Listeners {
 		o.Listeners[l.Name] = broker.ListenerLimits{MaxConnections: l.MaxConnections}

@@ -58,6 +58,8 @@ type descs struct {
 	msgsReceived, msgsSent, bytesReceived, bytesSent, dropped, slowConsumers *prometheus.Desc
 	sessions, sessionsExpired, inflight, queued, retained, subscriptions     *prometheus.Desc
 	willsPublished, sharedRedispatched, latency                              *prometheus.Desc
+	storeDegraded, storeErrors, panics, takeoversRefused, queuedBytes        *prometheus.Desc
+	subscriptionsRevoked                                                     *prometheus.Desc
 }
 
 func newDesc(name, help string, labels ...string) *prometheus.Desc {
@@ -69,33 +71,39 @@ func newDesc(name, help string, labels ...string) *prometheus.Desc {
 func New(srv *broker.Server, version string) *Collector {
 	c := &Collector{srv: srv, version: version, start: time.Now(), accepts: make(map[string]*acceptState)}
 	c.descs = descs{
-		buildInfo:          newDesc("build_info", "Always 1; labels give the broker version, node name and Go version.", "version", "node", "goversion"),
-		startTime:          newDesc("start_time_seconds", "Unix time the broker started."),
-		connectionsMax:     newDesc("connections_max", "Configured limit on concurrent client connections (0 = unlimited)."),
-		connections:        newDesc("connections", "Connected MQTT clients (CONNACK sent, not yet disconnected).", "listener", "protocol_version"),
-		accepted:           newDesc("connections_accepted_total", "Network connections accepted (before CONNECT).", "listener"),
-		connects:           newDesc("connects_total", "CONNECT packets accepted (CONNACK success)."),
-		connectsRefused:    newDesc("connects_refused_total", "CONNECT packets refused with an error CONNACK (any reason, including authentication)."),
-		authFailures:       newDesc("auth_failures_total", "CONNECT packets refused because authentication failed or the client is not authorized to connect."),
-		disconnects:        newDesc("disconnects_total", "Connections of connected clients that ended, by MQTT reason (normal includes network closes by the client).", "reason"),
-		takeovers:          newDesc("session_takeovers_total", "Connections closed because a client connected again with the same client identifier."),
-		protocolErrors:     newDesc("protocol_errors_total", "Connections closed for a protocol violation or a malformed packet."),
-		malformed:          newDesc("malformed_packets_total", "Packets that failed to decode, by packet type.", "packet_type"),
-		msgsReceived:       newDesc("messages_received_total", "PUBLISH packets received from clients, by QoS.", "qos"),
-		msgsSent:           newDesc("messages_sent_total", "PUBLISH packets sent to clients, by QoS (retransmissions included).", "qos"),
-		bytesReceived:      newDesc("received_bytes_total", "Bytes read from client connections (all packets)."),
-		bytesSent:          newDesc("sent_bytes_total", "Bytes written to client connections (all packets)."),
-		dropped:            newDesc("messages_dropped_total", "Messages not delivered to a subscriber, by cause.", "cause"),
-		slowConsumers:      newDesc("slow_consumer_disconnects_total", "Clients disconnected because they did not read their output fast enough."),
-		sessions:           newDesc("sessions", "Sessions, by state: online (client connected) or offline (persistent session kept).", "state"),
-		sessionsExpired:    newDesc("sessions_expired_total", "Offline sessions removed because their expiry interval passed."),
-		inflight:           newDesc("inflight_messages", "QoS 1 and 2 messages sent to clients and not yet acknowledged."),
-		queued:             newDesc("queued_messages", "Messages queued in sessions beyond the in-flight window (offline or flow-controlled)."),
-		retained:           newDesc("retained_messages", "Retained messages stored."),
-		subscriptions:      newDesc("subscriptions", "Subscriptions (shared subscriptions included)."),
-		willsPublished:     newDesc("wills_published_total", "Will messages published."),
-		sharedRedispatched: newDesc("shared_redispatched_total", "Shared-subscription messages redelivered to another group member after a client left."),
-		latency:            newDesc("delivery_latency_seconds", "Time from receiving a PUBLISH to writing it to a subscriber's connection buffer."),
+		buildInfo:            newDesc("build_info", "Always 1; labels give the broker version, node name and Go version.", "version", "node", "goversion"),
+		startTime:            newDesc("start_time_seconds", "Unix time the broker started."),
+		connectionsMax:       newDesc("connections_max", "Configured limit on concurrent client connections (0 = unlimited)."),
+		connections:          newDesc("connections", "Connected MQTT clients (CONNACK sent, not yet disconnected).", "listener", "protocol_version"),
+		accepted:             newDesc("connections_accepted_total", "Network connections accepted (before CONNECT).", "listener"),
+		connects:             newDesc("connects_total", "CONNECT packets accepted (CONNACK success)."),
+		connectsRefused:      newDesc("connects_refused_total", "CONNECT packets refused with an error CONNACK (any reason, including authentication)."),
+		authFailures:         newDesc("auth_failures_total", "CONNECT packets refused because authentication failed or the client is not authorized to connect."),
+		disconnects:          newDesc("disconnects_total", "Connections of connected clients that ended, by MQTT reason (normal includes network closes by the client).", "reason"),
+		takeovers:            newDesc("session_takeovers_total", "Connections closed because a client connected again with the same client identifier."),
+		protocolErrors:       newDesc("protocol_errors_total", "Connections closed for a protocol violation or a malformed packet."),
+		malformed:            newDesc("malformed_packets_total", "Packets that failed to decode, by packet type.", "packet_type"),
+		msgsReceived:         newDesc("messages_received_total", "PUBLISH packets received from clients, by QoS.", "qos"),
+		msgsSent:             newDesc("messages_sent_total", "PUBLISH packets sent to clients, by QoS (retransmissions included).", "qos"),
+		bytesReceived:        newDesc("received_bytes_total", "Bytes read from client connections (all packets)."),
+		bytesSent:            newDesc("sent_bytes_total", "Bytes written to client connections (all packets)."),
+		dropped:              newDesc("messages_dropped_total", "Messages not delivered to a subscriber, by cause.", "cause"),
+		slowConsumers:        newDesc("slow_consumer_disconnects_total", "Clients disconnected because they did not read their output fast enough."),
+		sessions:             newDesc("sessions", "Sessions, by state: online (client connected) or offline (persistent session kept).", "state"),
+		sessionsExpired:      newDesc("sessions_expired_total", "Offline sessions removed because their expiry interval passed."),
+		inflight:             newDesc("inflight_messages", "QoS 1 and 2 messages sent to clients and not yet acknowledged."),
+		queued:               newDesc("queued_messages", "Messages queued in sessions beyond the in-flight window (offline or flow-controlled)."),
+		retained:             newDesc("retained_messages", "Retained messages stored."),
+		subscriptions:        newDesc("subscriptions", "Subscriptions (shared subscriptions included)."),
+		willsPublished:       newDesc("wills_published_total", "Will messages published."),
+		sharedRedispatched:   newDesc("shared_redispatched_total", "Shared-subscription messages redelivered to another group member after a client left."),
+		latency:              newDesc("delivery_latency_seconds", "Time from receiving a PUBLISH to writing it to a subscriber's connection buffer."),
+		storeDegraded:        newDesc("store_degraded", "1 while the store refuses writes (disk full, free space below store.min_free_bytes, write errors): durable operations are refused."),
+		storeErrors:          newDesc("store_errors_total", "Store commits that failed."),
+		panics:               newDesc("panics_total", "Internal errors (panics) contained: the connection or task concerned was closed, the broker carried on."),
+		takeoversRefused:     newDesc("session_takeovers_refused_total", "CONNECTs refused because the client identifier's session belongs to another user."),
+		queuedBytes:          newDesc("queued_bytes", "Memory held by messages queued or in flight in sessions (counted against mqtt.max_queued_bytes_total)."),
+		subscriptionsRevoked: newDesc("subscriptions_revoked_total", "Subscriptions removed from a resumed session because the ACL no longer allows them."),
 	}
 	return c
 }
@@ -207,7 +215,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		d.authFailures, d.disconnects, d.takeovers, d.protocolErrors, d.malformed, d.msgsReceived,
 		d.msgsSent, d.bytesReceived, d.bytesSent, d.dropped, d.slowConsumers, d.sessions,
 		d.sessionsExpired, d.inflight, d.queued, d.retained, d.subscriptions, d.willsPublished,
-		d.sharedRedispatched, d.latency,
+		d.sharedRedispatched, d.latency, d.storeDegraded, d.storeErrors, d.panics, d.takeoversRefused,
+		d.queuedBytes, d.subscriptionsRevoked,
 	} {
 		ch <- x
 	}
@@ -218,11 +227,13 @@ var protocolVersions = []string{
 }
 
 // DropCauses names the causes of isobar_messages_dropped_total.
-var DropCauses = []string{"queue_full", "expired", "slow_consumer", "not_authorized", "too_large", "offline", "session_end"}
+var DropCauses = []string{"queue_full", "expired", "slow_consumer", "not_authorized", "too_large", "offline", "session_end",
+	"queue_bytes", "store_degraded", "hook", "rate_limited"}
 
 func dropValues(s *broker.Snapshot) []uint64 {
 	return []uint64{s.DroppedQueueFull, s.DroppedExpired, s.DroppedSlowConsumer, s.DroppedNotAuthorized,
-		s.DroppedTooLarge, s.DroppedOffline, s.DroppedSessionEnd}
+		s.DroppedTooLarge, s.DroppedOffline, s.DroppedSessionEnd,
+		s.DroppedQueueBytes, s.DroppedStoreDegraded, s.DroppedByHook, s.DroppedRateLimited}
 }
 
 // Collect implements prometheus.Collector.
@@ -296,6 +307,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(d.subscriptions, float64(c.srv.SubscriptionCount()))
 	counter(d.willsPublished, sn.WillsPublished)
 	counter(d.sharedRedispatched, sn.SharedRedispatched)
+	degraded := 0.0
+	if c.srv.StoreDegraded() {
+		degraded = 1
+	}
+	gauge(d.storeDegraded, degraded)
+	counter(d.storeErrors, sn.StoreErrors)
+	counter(d.panics, sn.Panics)
+	counter(d.takeoversRefused, sn.TakeoversRefused)
+	counter(d.subscriptionsRevoked, sn.SubscriptionsRevoked)
+	gauge(d.queuedBytes, float64(c.srv.QueuedBytes()))
 
 	buckets := make(map[float64]uint64, len(broker.LatencyBuckets))
 	for i, le := range broker.LatencyBuckets {
