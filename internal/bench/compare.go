@@ -253,6 +253,11 @@ func compareScenarios(idle int) []compareScenario {
 			c.Rate = pick(q, 50000.0, 5000.0)
 			return c
 		}, metrics: []metricDef{mRecvRate, mCPUMsg, mP99, mLost}},
+		{Name: "fanout100-qos0", Label: "fan-out QoS 0, 1 pub → 100 subs, max rate", config: func(q bool) Config {
+			c := run(q, ScenarioFanOut, 0)
+			c.Subs = pick(q, 100, 20)
+			return c
+		}, metrics: throughput},
 		{Name: "fanout100-qos1", Label: "fan-out QoS 1, 1 pub → 100 subs, max rate", config: func(q bool) Config {
 			c := run(q, ScenarioFanOut, 1)
 			c.Subs = pick(q, 100, 20)
@@ -375,6 +380,9 @@ type CompareMetric struct {
 
 type compareOpts struct {
 	isobar, mosquitto, mochi string
+	// baseline is another isobar binary (e.g. the previous commit's),
+	// run as broker "baseline" so the table shows isobar/baseline ratios.
+	baseline string
 	only                     string
 	repeat                   int
 	quick                    bool
@@ -392,6 +400,7 @@ func compareMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.isobar, "isobar", "", "isobar binary")
 	fs.StringVar(&o.mosquitto, "mosquitto", "", "mosquitto binary (empty: skip)")
 	fs.StringVar(&o.mochi, "mochi", "", "mochi-mqtt runner binary, built from internal/bench/mochi (empty: skip)")
+	fs.StringVar(&o.baseline, "baseline", "", "another isobar binary (e.g. built from the previous commit) compared as broker \"baseline\" (empty: skip)")
 	fs.StringVar(&o.only, "scenarios", "", "comma-separated scenario names (default all)")
 	fs.IntVar(&o.repeat, "repeat", 3, "runs per scenario and broker; the median of each figure is reported")
 	fs.BoolVar(&o.quick, "quick", false, "short runs with small counts (smoke test)")
@@ -482,6 +491,11 @@ func runCompare(ctx context.Context, o compareOpts, progress io.Writer) (*Compar
 	}
 	if o.mochi != "" {
 		brokers = append(brokers, mochiBroker(o.mochi))
+	}
+	if o.baseline != "" {
+		b := isobarBroker(o.baseline)
+		b.name = "baseline"
+		brokers = append(brokers, b)
 	}
 	var scenarios []compareScenario
 	if lim := fileLimit(); o.idle+200 > lim {
