@@ -197,14 +197,31 @@ func (s *Server) messageSize(m *Message) (uint32, error) {
 	if err := topic.ValidateName(m.Topic, o.MaxTopicLen, o.MaxTopicLevels); err != nil {
 		return 0, err
 	}
-	if m.QoS > 2 {
-		return 0, errors.New("QoS must be 0, 1 or 2")
+	size, err := protocolSize(m)
+	if err != nil {
+		return 0, err
 	}
 	if int(m.QoS) > o.MaxQoS {
 		return 0, errors.New("QoS above the server's maximum")
 	}
 	if m.Retain && o.DisableRetain {
 		return 0, errors.New("retain not supported")
+	}
+	if size > uint64(o.MaxPacketSize) {
+		return 0, errors.New("message larger than the maximum packet size")
+	}
+	return uint32(size), nil
+}
+
+// protocolSize checks what the protocol itself requires of a message
+// (whatever the configuration) and returns its encoded size as a v5
+// PUBLISH with room for subscription identifiers and a topic alias.
+func protocolSize(m *Message) (uint64, error) {
+	if m.QoS > 2 {
+		return 0, errors.New("QoS must be 0, 1 or 2")
+	}
+	if err := topic.ValidateName(m.Topic, 0, 0); err != nil {
+		return 0, err
 	}
 	pr := &m.Props
 	if len(pr.ContentType) > 65535 || len(pr.ResponseTopic) > 65535 || len(pr.CorrelationData) > 65535 {
@@ -229,10 +246,10 @@ func (s *Server) messageSize(m *Message) (uint32, error) {
 	p := packet.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, PacketID: 1, Payload: m.Payload, Props: m.Props}
 	p.Props.Present &= messagePropMask
 	size := uint64(p.Len(packet.V5)) + 16 // subscription identifier and alias room
-	if size > packet.MaxRemainingLength || size > uint64(o.MaxPacketSize) {
+	if size > packet.MaxRemainingLength {
 		return 0, errors.New("message too large for an MQTT packet")
 	}
-	return uint32(size), nil
+	return size, nil
 }
 
 // SubscriberOptions configure an internal subscriber.

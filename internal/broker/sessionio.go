@@ -182,6 +182,13 @@ func (s *Server) importSession(ls *store.LoadedSession, now int64, cleanup store
 	for _, sm := range ls.Messages {
 		mr := sm.Msg
 		msg := messageFromRecord(&mr)
+		if _, err := protocolSize(msg); err != nil && mr.State == store.StateQueued {
+			s.log.Warn("queued message dropped at restore: not valid MQTT", "client", r.ClientID, "topic", msg.Topic, "err", err)
+			if cleanup != nil {
+				cleanup.DeleteMessage(r.ClientID, sm.Seq)
+			}
+			continue
+		}
 		if msg.expired(now) && mr.State == store.StateQueued {
 			if cleanup != nil {
 				cleanup.DeleteMessage(r.ClientID, sm.Seq)
@@ -301,6 +308,13 @@ func (s *Server) Restore() error {
 	err := s.store.LoadRetained(func(r *store.MessageRecord) error {
 		m := messageFromRecord(r)
 		if m.expired(now) {
+			cleanup.DeleteRetained(m.Topic)
+			return nil
+		}
+		if _, err := protocolSize(m); err != nil {
+			// Stored by an older version without today's validation: it
+			// could not be sent to anyone.
+			s.log.Warn("retained message dropped at restore: not valid MQTT", "topic", m.Topic, "err", err)
 			cleanup.DeleteRetained(m.Topic)
 			return nil
 		}
