@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync"
 
 	"github.com/isobar-mq/isobar/internal/broker"
@@ -108,6 +109,9 @@ func (n *Node) startManagement(cfg *config.Config) error {
 	h, err := web.Start(web.Options{
 		Config: cfg.HTTP, Broker: n.Server, Metrics: n.Metrics, Listeners: n.Listeners,
 		Version: sys.BuildVersion(), Settings: cfg, Log: n.log,
+		// Without http.users, the generated admin password is written here
+		// (unless http.generated_password_file says elsewhere).
+		PasswordFile: filepath.Join(cfg.Store.DataDir, "http-admin-password"),
 	})
 	if err != nil {
 		return err
