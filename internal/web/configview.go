@@ -7,7 +7,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// redactedKeys are configuration keys whose values are never shown.
+// redactKey reports whether a configuration key's value is never shown.
 func redactKey(k string) bool {
 	k = strings.ToLower(k)
 	return k == "hash" || strings.Contains(k, "password") || strings.Contains(k, "secret") ||
