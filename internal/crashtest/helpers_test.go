@@ -111,9 +111,11 @@ type brokerProc struct {
 	dir     string // config files and logs
 	dataDir string
 	extra   string // YAML appended to the configuration
-	logLvl  string
-	port    int
-	runs    int
+	// storeExtra is appended inside the store mapping (", key: value").
+	storeExtra string
+	logLvl     string
+	port       int
+	runs       int
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -157,9 +159,9 @@ func (b *brokerProc) config(sync string) string {
 	return fmt.Sprintf(`log: {level: %s}
 listeners:
   - {name: mqtt, protocol: mqtt, address: "127.0.0.1:%d"}
-store: {mode: pebble, data_dir: %q, sync: %s, sync_interval: 1s}
+store: {mode: pebble, data_dir: %q, sync: %s, sync_interval: 1s%s}
 http: {enabled: false}
-%s`, b.logLvl, b.port, b.dataDir, sync, b.extra)
+%s`, b.logLvl, b.port, b.dataDir, sync, b.storeExtra, b.extra)
 }
 
 // freePort returns a port that was free a moment ago (the binary cannot
