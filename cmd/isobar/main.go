@@ -2,6 +2,7 @@
 //
 //	isobar serve [--config FILE]   run the broker
 //	isobar passwd ...              manage password files
+//	isobar store check|reset ...   examine or move aside a data directory
 //	isobar version                 print the version
 package main
 
@@ -25,13 +26,17 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-const usage = `Isobar: a clustered MQTT 3.1.1 and 5.0 broker.
+const usage = `Isobar: an MQTT 3.1, 3.1.1 and 5.0 broker (a single node, durable state on disk).
 
 Usage:
   isobar serve [--config FILE]     run the broker (no file: 127.0.0.1:1883, anonymous)
   isobar check-config FILE         validate a configuration file and exit
   isobar passwd [-c] [-b] [-D] [-U] FILE [USER] [PASSWORD]
                                    manage a password file (mosquitto_passwd compatible)
+  isobar store check [--data-dir DIR | --config FILE]
+                                   verify every stored record (broker stopped); exit 1 if corrupt
+  isobar store reset [--data-dir DIR | --config FILE]
+                                   move the data directory aside (kept) so the next start is empty
   isobar version                   print the version
 `
 
@@ -56,6 +61,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	case "passwd":
 		return auth.RunPasswd(args[1:], stdin, stdout, stderr)
+	case "store":
+		return storeCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "isobar %s\n", buildVersion())
 		return 0

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // Config configures an Authenticator.
@@ -88,7 +89,8 @@ type Stats struct {
 	Success        atomic.Uint64 // Authenticate returned ResultOK
 	BadCredentials atomic.Uint64 // Authenticate returned ResultBadCredentials
 	NotAuthorized  atomic.Uint64 // Authenticate returned ResultNotAuthorized
-	Throttled      atomic.Uint64 // Delay returned a positive duration
+	Throttled      atomic.Uint64 // an attempt was delayed, queued or refused because its source or username is throttled
+	Refused        atomic.Uint64 // attempts refused while throttled, without checking the password (also in BadCredentials)
 	Reloads        atomic.Uint64 // successful Reload calls
 	ReloadErrors   atomic.Uint64 // failed Reload calls (old rules kept)
 }
@@ -107,6 +109,10 @@ type Authenticator struct {
 	state    atomic.Pointer[authState]
 	reloadMu sync.Mutex
 	stats    Stats
+
+	// verify checks a password against the password file; tests replace
+	// it to count (or hold) hash verifications.
+	verify func(pf *PasswordFile, user string, password []byte) bool
 }
 
 type authState struct {
@@ -134,6 +140,7 @@ func NewAuthenticator(cfg Config, logger *slog.Logger) (*Authenticator, error) {
 		ro:       ro,
 		throttle: NewThrottle(cfg.Throttle),
 		sem:      make(chan struct{}, n),
+		verify:   (*PasswordFile).Verify,
 	}
 	st, err := a.load()
 	if err != nil {
@@ -164,6 +171,11 @@ func (a *Authenticator) load() (*authState, error) {
 	for _, w := range acl.Warnings() {
 		a.log.Warn("acl warning", "msg", w)
 	}
+	if n := st.pw.weakerOrZero(); n > 0 {
+		a.log.Warn("password file: some users have hashes much cheaper to verify than the strongest one; "+
+			"a wrong password for them is refused faster than for an unknown user, which shows they exist: "+
+			"re-hash them with 'isobar passwd' (argon2id)", "file", a.cfg.PasswordFile, "users", n)
+	}
 	return st, nil
 }
 
@@ -186,6 +198,13 @@ func (a *Authenticator) Reload() error {
 	return nil
 }
 
+func (pf *PasswordFile) weakerOrZero() int {
+	if pf == nil {
+		return 0
+	}
+	return pf.WeakerHashes()
+}
+
 func (pf *PasswordFile) lenOrZero() int {
 	if pf == nil {
 		return 0
@@ -199,8 +218,9 @@ func (a *Authenticator) Stats() *Stats { return &a.stats }
 // Throttle returns the failure throttle (nil when disabled).
 func (a *Authenticator) Throttle() *Throttle { return a.throttle }
 
-// Delay returns how long to wait before authenticating a CONNECT from
-// remoteIP (see Throttle.Delay). Call it before Authenticate.
+// Delay returns how long the source remoteIP is still throttled (see
+// Throttle.Delay), for a caller that then calls AuthenticateAfter with it.
+// Login does both at once, and also applies the per-username throttle.
 func (a *Authenticator) Delay(remoteIP netip.Addr) time.Duration {
 	d := a.throttle.Delay(remoteIP)
 	if d > 0 {
@@ -209,10 +229,33 @@ func (a *Authenticator) Delay(remoteIP netip.Addr) time.Duration {
 	return d
 }
 
-// Authenticate checks CONNECT credentials. hasUser and hasPassword tell
+// Credentials are what a CONNECT presents. HasUser and HasPassword tell
 // whether the CONNECT carried the User Name and Password fields (a field
-// may be present and empty). A failure with bad credentials counts against
-// remoteIP in the throttle. Passwords are never logged.
+// may be present and empty).
+type Credentials struct {
+	User        string
+	HasUser     bool
+	Password    []byte
+	HasPassword bool
+	Remote      netip.Addr
+}
+
+// Login authenticates a CONNECT for a broker that holds its answer back:
+// it returns the outcome and how long to wait before sending the CONNACK
+// (whatever the outcome). It applies the failure throttle (see
+// ThrottleConfig) per source address and per username: while either is
+// blocked, one attempt is queued for the end of the block (its password is
+// checked, and the answer is held until then) and any other is refused
+// with ResultBadCredentials without its password being checked. Attempts
+// being verified count as failures until they succeed, so parallel
+// guesses gain nothing. See Authenticate for the rules.
+func (a *Authenticator) Login(c Credentials) (Identity, Result, time.Duration) {
+	return a.login(c, -1)
+}
+
+// Authenticate checks CONNECT credentials for a caller that answers at
+// once; a throttled attempt is then refused (see Login). Passwords are
+// never logged.
 //
 // Rules, in order:
 //   - No username: admitted as anonymous read-only if the read-only role
@@ -227,31 +270,110 @@ func (a *Authenticator) Authenticate(user string, hasUser bool, password []byte,
 	return a.AuthenticateAfter(0, user, hasUser, password, hasPassword, remoteIP)
 }
 
-// AuthenticateAfter is Authenticate for a caller that verifies at once and
-// then waits the Delay it got before answering (a broker that holds the
-// CONNACK back): wait is that delay, and a failure counts against the
-// throttle from its end (see Throttle.FailureAfter), so the delays double
-// as documented.
+// AuthenticateAfter is Authenticate for a caller that got wait from Delay
+// and holds its answer back that long after this returns. An attempt that
+// the throttle would make wait longer (the username is blocked for longer,
+// or attempts in flight blocked the source meanwhile), or that finds
+// another attempt already queued, is refused without checking the
+// password. A failure counts from the end of the wait (see
+// Throttle.FailureAfter), so the delays double as documented. Prefer
+// Login, which computes the wait itself.
 func (a *Authenticator) AuthenticateAfter(wait time.Duration, user string, hasUser bool, password []byte, hasPassword bool, remoteIP netip.Addr) (Identity, Result) {
-	id, res := a.authenticate(user, hasUser, password, hasPassword)
+	id, res, _ := a.login(Credentials{User: user, HasUser: hasUser, Password: password, HasPassword: hasPassword, Remote: remoteIP}, max(wait, 0))
+	return id, res
+}
+
+// login runs one attempt. maxWait < 0: the throttle decides the wait
+// (Login); otherwise the caller holds the answer exactly maxWait.
+func (a *Authenticator) login(c Credentials, maxWait time.Duration) (Identity, Result, time.Duration) {
+	st := a.state.Load()
+	// Attempts that check a password file entry go through the throttle's
+	// admission; the others (anonymous, read-only role, no password file)
+	// never hash anything and are only delayed.
+	if !c.HasUser || st.pw == nil || a.ro.knows(c.User) {
+		wait := maxWait
+		if wait < 0 {
+			wait = a.Delay(c.Remote)
+		}
+		id, res := a.authenticate(st, c.User, c.HasUser, c.Password, c.HasPassword)
+		a.count(res, c)
+		if res == ResultBadCredentials && a.throttle.FailureAfter(c.Remote, wait) {
+			a.logCrossed(c, true, false)
+		}
+		return id, res, wait
+	}
+	ar := a.throttle.admit(c.Remote, c.User, maxWait)
+	if ar.throttled && maxWait <= 0 {
+		// (A positive maxWait came from Delay, which counted it.)
+		a.stats.Throttled.Add(1)
+	}
+	if ar.tk == nil {
+		wait := maxWait
+		if wait < 0 {
+			wait = min(max(ar.wait, 0), a.throttle.cfg.MaxDelay)
+		}
+		a.stats.BadCredentials.Add(1)
+		a.stats.Refused.Add(1)
+		a.log.Debug("authentication attempt refused without checking: source or user throttled",
+			"user", logUser(c.User), "remote", c.Remote.String())
+		return Identity{}, ResultBadCredentials, wait
+	}
+	wait := maxWait
+	if wait < 0 {
+		wait = ar.wait
+	}
+	id, res := a.authenticate(st, c.User, c.HasUser, c.Password, c.HasPassword)
+	a.count(res, c)
+	o := outcomeOther
+	switch res {
+	case ResultOK:
+		o = outcomeSuccess
+	case ResultBadCredentials:
+		o = outcomeFailure
+	}
+	addrX, userX := a.throttle.finish(ar.tk, o, wait)
+	a.logCrossed(c, addrX, userX)
+	return id, res, wait
+}
+
+func (a *Authenticator) count(res Result, c Credentials) {
 	switch res {
 	case ResultOK:
 		a.stats.Success.Add(1)
 	case ResultBadCredentials:
 		a.stats.BadCredentials.Add(1)
-		if a.throttle.FailureAfter(remoteIP, wait) {
-			a.log.Warn("authentication failures from source exceed threshold; throttling",
-				"remote", remoteIP.String(), "failures", a.throttle.Failures(remoteIP))
-		}
-		a.log.Debug("authentication failed", "user", user, "remote", remoteIP.String())
+		a.log.Debug("authentication failed", "user", logUser(c.User), "remote", c.Remote.String())
 	case ResultNotAuthorized:
 		a.stats.NotAuthorized.Add(1)
-		a.log.Debug("connection not authorized", "has_user", hasUser, "remote", remoteIP.String())
+		a.log.Debug("connection not authorized", "has_user", c.HasUser, "remote", c.Remote.String())
 	}
-	return id, res
 }
 
-func (a *Authenticator) authenticate(user string, hasUser bool, password []byte, hasPassword bool) (Identity, Result) {
+func (a *Authenticator) logCrossed(c Credentials, addr, user bool) {
+	if addr {
+		a.log.Warn("authentication failures from source exceed threshold; throttling",
+			"remote", c.Remote.String(), "failures", a.throttle.Failures(c.Remote))
+	}
+	if user {
+		a.log.Warn("authentication failures for user exceed threshold; throttling the user name",
+			"user", logUser(c.User), "remote", c.Remote.String(), "failures", a.throttle.UserFailures(c.User))
+	}
+}
+
+// logUser shortens a client-chosen user name (up to 64 KiB) for logs.
+func logUser(u string) string {
+	const maxLen = 64
+	if len(u) <= maxLen {
+		return u
+	}
+	cut := maxLen
+	for cut > 0 && !utf8.RuneStart(u[cut]) {
+		cut--
+	}
+	return u[:cut] + "..."
+}
+
+func (a *Authenticator) authenticate(st *authState, user string, hasUser bool, password []byte, hasPassword bool) (Identity, Result) {
 	if !hasUser {
 		switch {
 		case a.ro != nil && a.ro.anonymous:
@@ -269,13 +391,12 @@ func (a *Authenticator) authenticate(user string, hasUser bool, password []byte,
 			return Identity{}, ResultBadCredentials
 		}
 	}
-	st := a.state.Load()
 	if st.pw != nil {
 		if !hasPassword {
 			return Identity{}, ResultBadCredentials
 		}
 		a.sem <- struct{}{}
-		ok := st.pw.Verify(user, password)
+		ok := a.verify(st.pw, user, password)
 		<-a.sem
 		if ok {
 			return Identity{User: user}, ResultOK

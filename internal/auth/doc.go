@@ -12,14 +12,19 @@
 //     also configurable as YAML Rules. CanPublish, CanSubscribe and
 //     CanReceive are allocation-free.
 //   - ReadOnlyRole: public subscribe-only credentials (WIS2 "everyone").
-//   - Throttle: exponential delay per source address after repeated
-//     authentication failures, with bounded memory.
+//   - Throttle: exponential backoff per source address and per username
+//     after repeated authentication failures; while either is blocked,
+//     attempts are queued (one) or refused without checking the password,
+//     and attempts in flight count as failures. Bounded memory.
 //   - Authenticator: ties them together for the broker, with Reload.
 //
 // # Broker integration
 //
-// On CONNECT: wait Authenticator.Delay(remoteIP), then call Authenticate.
-// Map ResultBadCredentials to CONNACK 0x86 (MQTT 5) / 4 (3.1.1) and
+// On CONNECT: call Authenticator.Login and hold the CONNACK back for the
+// delay it returns, whatever the result (older callers: Delay, then
+// AuthenticateAfter with that delay, then wait it; this cannot queue an
+// attempt for a throttled username, which is then refused). Map
+// ResultBadCredentials to CONNACK 0x86 (MQTT 5) / 4 (3.1.1) and
 // ResultNotAuthorized to 0x87 / 5. Keep the returned Identity with the
 // session and pass it, with the client identifier in use, to CanPublish
 // (PUBLISH and the will), CanSubscribe (each SUBSCRIBE filter; refuse with

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
 // refPBKDF2SHA512 is an independent PBKDF2-HMAC-SHA512 (RFC 8018) used to
@@ -171,14 +173,11 @@ func TestParseHashErrors(t *testing.T) {
 	}
 }
 
-// mosquittoPasswd returns the path of the real mosquitto_passwd or skips.
+// mosquittoPasswd returns the path of the real mosquitto_passwd, or skips
+// the test (fails it in CI) when it is not installed.
 func mosquittoPasswd(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("mosquitto_passwd")
-	if err != nil {
-		t.Skip("mosquitto_passwd not installed (apt-get install mosquitto); skipping Mosquitto interoperability test")
-	}
-	return p
+	return peer.NeedBinary(t, "mosquitto_passwd", "mosquitto")
 }
 
 func TestMosquittoPasswdInterop(t *testing.T) {

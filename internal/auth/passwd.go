@@ -21,12 +21,15 @@ Usage: isobar passwd [-H scheme] [-c | -D] passwordfile username
  -c : create a new password file, overwriting an existing one.
  -D : delete the username instead of adding or updating it.
  -H : hashing scheme for new passwords: argon2id (default),
-      sha512-pbkdf2 (Mosquitto 2.x "$7$") or sha512 (Mosquitto 1.x "$6$").
+      sha512-pbkdf2 (Mosquitto 2.x "$7$") or sha512 (Mosquitto 1.x "$6$");
+      the last two are weak (a warning says so): use them only for files
+      Mosquitto must read.
  -U : convert a file of plain-text "username:password" lines to hashes.
       Lines that already hold a supported hash are left unchanged.
 
 Without -b the password is read twice, without echo, when standard input
-is a terminal, and as one line otherwise.
+is a terminal, and as one line otherwise. The file is replaced atomically;
+a new file gets mode 0600, an existing one keeps its mode and owner.
 `
 
 // RunPasswd implements the "isobar passwd" command, modelled on
@@ -154,10 +157,14 @@ func runPasswd(o *passwdOpts, stdin io.Reader, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if _, err := pf.upgradePlain(o.scheme); err != nil {
+		n, err := pf.upgradePlain(o.scheme)
+		if err != nil {
 			return err
 		}
-		return pf.Save(o.file)
+		if n > 0 {
+			warnScheme(stderr, o.scheme)
+		}
+		return save(pf, o.file, stderr)
 	case o.del:
 		pf, err := LoadPasswordFile(o.file)
 		if err != nil {
@@ -166,7 +173,7 @@ func runPasswd(o *passwdOpts, stdin io.Reader, stdout, stderr io.Writer) error {
 		if !pf.Delete(o.user) {
 			return fmt.Errorf("user %s not found in password file", o.user)
 		}
-		return pf.Save(o.file)
+		return save(pf, o.file, stderr)
 	}
 
 	var pf *PasswordFile
@@ -195,7 +202,31 @@ func runPasswd(o *passwdOpts, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err := pf.SetWithScheme(o.user, password, o.scheme); err != nil {
 		return err
 	}
-	return pf.Save(o.file)
+	warnScheme(stderr, o.scheme)
+	return save(pf, o.file, stderr)
+}
+
+// warnScheme warns when new hashes are written in a format weaker than
+// argon2id.
+func warnScheme(stderr io.Writer, scheme HashScheme) {
+	switch scheme {
+	case SchemeSHA512:
+		fmt.Fprintln(stderr, `Warning: sha512 ("$6$", a single salted SHA-512) is a weak password hash, fast to brute-force if the file leaks; use argon2id (the default) unless Mosquitto 1.x must read this file.`)
+	case SchemePBKDF2SHA512:
+		fmt.Fprintf(stderr, "Warning: sha512-pbkdf2 (\"$7$\", %d PBKDF2 iterations) is much weaker than argon2id (the default); use it only if Mosquitto must read this file.\n", MosquittoPBKDF2Iterations)
+	}
+}
+
+// save writes pf to path (keeping an existing file's mode and owner) and
+// warns when everyone may read it.
+func save(pf *PasswordFile, path string, stderr io.Writer) error {
+	if err := pf.Save(path); err != nil {
+		return err
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o004 != 0 {
+		fmt.Fprintf(stderr, "Warning: %s is readable by all users (mode %04o); restrict it, e.g. chmod o-rwx %s\n", path, st.Mode().Perm(), path)
+	}
+	return nil
 }
 
 // readPassword reads a new password: twice without echo from a terminal,

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/isobar-mq/isobar/internal/testutil/peer"
 	"golang.org/x/sys/unix"
 )
 
@@ -205,19 +206,20 @@ func TestRunPasswdOnMosquittoFile(t *testing.T) {
 	}
 }
 
-// openPTY returns the master and slave ends of a new pseudo-terminal.
+// openPTY returns the master and slave ends of a new pseudo-terminal. A
+// machine without working pseudo-terminals skips the test (fails it in CI).
 func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pty support: %v", err)
+		peer.Missing(t, "no pty support: %v", err)
 	}
 	// Use SyscallConn rather than Fd so the master stays non-blocking and
 	// read deadlines keep working.
 	rc, err := m.SyscallConn()
 	if err != nil {
 		m.Close()
-		t.Skipf("pty: %v", err)
+		peer.Missing(t, "pty: %v", err)
 	}
 	var n int
 	var ioErr error
@@ -227,12 +229,12 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 		}
 	}); err != nil || ioErr != nil {
 		m.Close()
-		t.Skipf("unlockpt/ptsname: %v %v", err, ioErr)
+		peer.Missing(t, "unlockpt/ptsname: %v %v", err, ioErr)
 	}
 	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		m.Close()
-		t.Skipf("open slave: %v", err)
+		peer.Missing(t, "open slave: %v", err)
 	}
 	t.Cleanup(func() { s.Close(); m.Close() })
 	return m, s

@@ -58,9 +58,12 @@ type PasswordFile struct {
 	lines   []pwLine
 	entries map[string]pwEntry
 	// dummy is verified when the user is unknown so that unknown users
-	// cost the same as known ones. It has the cost parameters of the most
-	// common hash in the file (argon2id defaults for an empty file).
+	// cost as much as the slowest known one. It has the scheme and cost
+	// parameters of the strongest hash in the file (argon2id defaults for
+	// an empty file).
 	dummy *passwordHash
+	// weaker counts the entries much cheaper to verify than dummy.
+	weaker int
 }
 
 // NewPasswordFile returns an empty password file.
@@ -93,9 +96,6 @@ func ParsePasswordFile(r io.Reader, name string) (*PasswordFile, error) {
 // of being rejected.
 func parsePasswordFile(r io.Reader, name string, allowPlain bool) (*PasswordFile, error) {
 	pf := &PasswordFile{entries: make(map[string]pwEntry)}
-	costs := map[string]int{}
-	var best *passwordHash
-	bestN := 0
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), maxLineLen)
 	lineNo := 0
@@ -140,13 +140,6 @@ func parsePasswordFile(r io.Reader, name string, allowPlain bool) (*PasswordFile
 		}
 		pf.entries[user] = pwEntry{line: len(pf.lines), hash: h}
 		pf.lines = append(pf.lines, pwLine{user: user, hash: value, entry: true})
-		if h != nil {
-			k := h.costKey()
-			costs[k]++
-			if costs[k] > bestN {
-				best, bestN = h, costs[k]
-			}
-		}
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
@@ -154,12 +147,45 @@ func parsePasswordFile(r io.Reader, name string, allowPlain bool) (*PasswordFile
 		}
 		return nil, &ParseError{File: name, Msg: err.Error()}
 	}
-	if best != nil {
-		pf.dummy = best.sameCost()
-	} else {
-		pf.dummy = defaultArgon2Params().sameCost()
-	}
+	pf.updateDummy()
 	return pf, nil
+}
+
+// updateDummy picks the dummy hash verified for unknown users: the
+// strongest (slowest to verify) hash in the file, however few users have
+// it, so that no known user takes longer to refuse than an unknown one.
+// (The most common hash would let a single argon2id user among $6$ ones
+// be told apart from unknown users.) Users with a much cheaper hash are
+// still refused faster than unknown ones; they are counted in weaker.
+// Call with pf.mu held for writing, or before pf is shared.
+func (pf *PasswordFile) updateDummy() {
+	var best *passwordHash
+	for _, e := range pf.entries {
+		if e.hash != nil && (best == nil || e.hash.cost() > best.cost()) {
+			best = e.hash
+		}
+	}
+	if best == nil {
+		best = defaultArgon2Params()
+	}
+	pf.dummy = best.sameCost()
+	pf.weaker = 0
+	for _, e := range pf.entries {
+		if e.hash != nil && 2*e.hash.cost() < best.cost() {
+			pf.weaker++
+		}
+	}
+}
+
+// WeakerHashes returns how many users have a hash much cheaper (less than
+// half the cost) to verify than the strongest in the file. A wrong
+// password for them is refused faster than for an unknown user, which
+// tells an observer they exist; re-hashing them with argon2id ("isobar
+// passwd") removes the difference.
+func (pf *PasswordFile) WeakerHashes() int {
+	pf.mu.RLock()
+	defer pf.mu.RUnlock()
+	return pf.weaker
 }
 
 // lineNumberOf returns the 1-based line number of user's entry as parsed
@@ -188,9 +214,9 @@ func validUsername(user string) error {
 }
 
 // Verify reports whether password is correct for user. The comparison is
-// constant-time and an unknown user costs as much as a known one: a dummy
-// hash with the cost parameters most common in the file is verified
-// instead.
+// constant-time and an unknown user costs as much as the slowest known
+// one: a dummy hash with the scheme and cost parameters of the strongest
+// hash in the file is verified instead (see WeakerHashes).
 func (pf *PasswordFile) Verify(user string, password []byte) bool {
 	pf.mu.RLock()
 	e, ok := pf.entries[user]
@@ -248,10 +274,11 @@ func (pf *PasswordFile) SetHash(user, encoded string) error {
 		pf.lines[e.line].hash = encoded
 		e.hash = h
 		pf.entries[user] = e
-		return nil
+	} else {
+		pf.entries[user] = pwEntry{line: len(pf.lines), hash: h}
+		pf.lines = append(pf.lines, pwLine{user: user, hash: encoded, entry: true})
 	}
-	pf.entries[user] = pwEntry{line: len(pf.lines), hash: h}
-	pf.lines = append(pf.lines, pwLine{user: user, hash: encoded, entry: true})
+	pf.updateDummy()
 	return nil
 }
 
@@ -271,6 +298,7 @@ func (pf *PasswordFile) Delete(user string) bool {
 			pf.entries[u] = x
 		}
 	}
+	pf.updateDummy()
 	return true
 }
 
@@ -317,6 +345,7 @@ func (pf *PasswordFile) upgradePlain(scheme HashScheme) (int, error) {
 		pf.entries[l.user] = pwEntry{line: i, hash: h}
 		n++
 	}
+	pf.updateDummy()
 	return n, nil
 }
 
@@ -339,8 +368,12 @@ func (pf *PasswordFile) WriteTo(w io.Writer) (int64, error) {
 }
 
 // Save writes the file to path atomically: the content goes to a temporary
-// file in the same directory with mode 0600, is synced, and is renamed over
-// path. The file's previous content stays intact if anything fails.
+// file in the same directory, is synced, and is renamed over path. The
+// file's previous content stays intact if anything fails. An existing
+// file keeps its permission bits and, where the caller may set them, its
+// owner and group (a broker reading the file through its group must not
+// lose access because an administrator changed a password); a new file is
+// created with mode 0600.
 func (pf *PasswordFile) Save(path string) error {
 	var buf bytes.Buffer
 	if _, err := pf.WriteTo(&buf); err != nil {
@@ -349,7 +382,9 @@ func (pf *PasswordFile) Save(path string) error {
 	return writeFileAtomic(path, buf.Bytes(), 0o600)
 }
 
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
+// writeFileAtomic replaces path with data; newMode applies when path does
+// not exist yet, otherwise its mode and (best effort) owner are kept.
+func writeFileAtomic(path string, data []byte, newMode os.FileMode) (err error) {
 	// Replace the target of a symlink, not the link itself.
 	if real, rerr := filepath.EvalSymlinks(path); rerr == nil {
 		path = real
@@ -369,16 +404,22 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 			os.Remove(name)
 		}
 	}()
+	mode := newMode
+	if st, serr := os.Stat(path); serr == nil {
+		mode = st.Mode().Perm()
+		// Keep the owner of an existing file (e.g. the broker's service
+		// user) so that rewriting it as root does not lock the broker
+		// out. Best effort: only root may give a file away, but a member
+		// of the file's group may still keep the group.
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			if tmp.Chown(int(sys.Uid), int(sys.Gid)) != nil {
+				_ = tmp.Chown(-1, int(sys.Gid))
+			}
+		}
+	}
+	// After Chown, which may clear set-id bits.
 	if err = tmp.Chmod(mode); err != nil {
 		return err
-	}
-	// Keep the owner of an existing file (e.g. the broker's service user)
-	// so that rewriting it as root does not lock the broker out. Best
-	// effort: only root may give a file away.
-	if st, serr := os.Stat(path); serr == nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			_ = tmp.Chown(int(sys.Uid), int(sys.Gid))
-		}
 	}
 	if _, err = tmp.Write(data); err != nil {
 		return err

@@ -84,6 +84,15 @@ func compileReadOnly(r *ReadOnlyRole) (*readOnly, error) {
 	return ro, nil
 }
 
+// knows reports whether user is a role user (false for a nil role).
+func (ro *readOnly) knows(user string) bool {
+	if ro == nil {
+		return false
+	}
+	_, ok := ro.creds[user]
+	return ok
+}
+
 // lookup reports whether user is a role user and, if so, whether password
 // matches (compared in constant time over digests).
 func (ro *readOnly) lookup(user string, password []byte) (known, ok bool) {

@@ -43,6 +43,9 @@ type Store struct {
 	DataDir      string        `yaml:"data_dir"`
 	Sync         string        `yaml:"sync"` // always or interval
 	SyncInterval time.Duration `yaml:"sync_interval"`
+	// MinFreeBytes is the free-space floor of the data directory's file
+	// system: below it durable writes are refused (0 = no floor).
+	MinFreeBytes int64 `yaml:"min_free_bytes"`
 }
 
 // Log configures logging.
@@ -143,7 +146,7 @@ func Default() *Config {
 			ConnectTimeout:            10 * time.Second,
 		},
 		Auth:            Auth{AllowAnonymous: true},
-		Store:           Store{Mode: "pebble", DataDir: "./data", Sync: "always", SyncInterval: time.Second},
+		Store:           Store{Mode: "pebble", DataDir: "./data", Sync: "always", SyncInterval: time.Second, MinFreeBytes: 64 << 20},
 		ShutdownTimeout: 5 * time.Second,
 		HTTP:            web.DefaultConfig(),
 		SysInterval:     10 * time.Second,
@@ -289,6 +292,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store.SyncInterval <= 0 {
 		return errors.New("store.sync_interval: must be positive")
+	}
+	if c.Store.MinFreeBytes < 0 {
+		return errors.New("store.min_free_bytes: must not be negative (0 disables the floor)")
 	}
 	if m.MaxQueuedMessages+m.MaxInflight > 65535 {
 		return fmt.Errorf("mqtt.max_queued_messages + mqtt.max_inflight = %d: at most 65535 (queued QoS 1/2 messages hold a packet identifier)", m.MaxQueuedMessages+m.MaxInflight)

@@ -282,11 +282,21 @@ func boolOr(p *bool, def bool) bool {
 // holding the suites (the folder with develop/ and v2.0.20/).
 const DataEnv = "ISOBAR_CONFORMANCE_DATA"
 
+// ErrNoData is wrapped by FindSuite's error when the data is simply not
+// there: $ISOBAR_CONFORMANCE_DATA is unset and neither the working
+// directory nor any parent has a shared/ directory. Tests skip on it (and
+// fail in CI); any other FindSuite error means the data is present but not
+// where or what it should be, and must fail the test.
+var ErrNoData = errors.New("conformance data not available")
+
 // FindSuite returns the directory of a suite ("develop" or "v2.0.20"): under
 // $ISOBAR_CONFORMANCE_DATA if set, otherwise under
-// shared/conformance/mosquitto-packet-tests/ in the working directory or the
-// nearest ancestor that has it (the data lives next to the repository, at
-// ../shared relative to its root). Tests should skip when it returns an error.
+// shared/conformance/mosquitto-packet-tests/ in the nearest of the working
+// directory and its parents that has a shared/ directory (the data lives
+// next to the repository, at ../shared relative to its root). The error
+// wraps ErrNoData only when there is no such directory and no
+// $ISOBAR_CONFORMANCE_DATA; a shared/ directory or a
+// $ISOBAR_CONFORMANCE_DATA without the suite is a wrong layout.
 func FindSuite(suite string) (string, error) {
 	if d := os.Getenv(DataEnv); d != "" {
 		dir := filepath.Join(d, suite)
@@ -299,14 +309,18 @@ func FindSuite(suite string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rel := filepath.Join("shared", "conformance", "mosquitto-packet-tests", suite)
+	rel := filepath.Join("conformance", "mosquitto-packet-tests", suite)
 	for d := wd; ; d = filepath.Dir(d) {
-		dir := filepath.Join(d, rel)
-		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		shared := filepath.Join(d, "shared")
+		if st, err := os.Stat(shared); err == nil && st.IsDir() {
+			dir := filepath.Join(shared, rel)
+			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+				return "", fmt.Errorf("conformance: %s exists but has no directory %s (wrong layout?)", shared, rel)
+			}
 			return dir, nil
 		}
 		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("conformance: %s not found in %s or any parent (set $%s)", rel, wd, DataEnv)
+			return "", fmt.Errorf("conformance: no shared/ directory in %s or any parent (set $%s): %w", wd, DataEnv, ErrNoData)
 		}
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
 const mosquittoBin = "/usr/sbin/mosquitto"
@@ -109,14 +111,8 @@ func TestRunnerAgainstMosquitto(t *testing.T) {
 	if os.Getenv("ISOBAR_CONFORMANCE_MOSQUITTO") != "1" {
 		t.Skip("set ISOBAR_CONFORMANCE_MOSQUITTO=1 to run the suite against " + mosquittoBin)
 	}
-	if _, err := os.Stat(mosquittoBin); err != nil {
-		t.Skipf("%s not installed (apt-get install mosquitto): %v", mosquittoBin, err)
-	}
-	dir := suiteDir(t, "v2.0.20")
-	cases, err := Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	peer.NeedBinary(t, mosquittoBin, "mosquitto")
+	cases := loadSuite(t, "v2.0.20")
 	out, _ := exec.Command(mosquittoBin, "-h").CombinedOutput()
 	version := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
 	addr, log := startMosquitto(t)

@@ -1,8 +1,8 @@
 // Package e2e runs Isobar against real third-party MQTT clients that live
 // outside Go: the Mosquitto command line clients (Debian
 // mosquitto-clients) and Python paho (Debian python3-paho-mqtt). Each test
-// skips, saying why, when its peer is not installed; scripts/test installs
-// them.
+// skips, saying why, when its peer is not installed, and fails instead in CI
+// ($CI=true, see package testutil/peer); scripts/test installs them.
 package e2e
 
 import (
@@ -20,6 +20,7 @@ import (
 
 	"github.com/isobar-mq/isobar/internal/node"
 	"github.com/isobar-mq/isobar/internal/testutil"
+	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -30,9 +31,7 @@ const cmdTimeout = 20 * time.Second
 func needMosquittoClients(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"mosquitto_pub", "mosquitto_sub"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (Debian package mosquitto-clients; scripts/test installs it): %v", tool, err)
-		}
+		peer.NeedBinary(t, tool, "mosquitto-clients")
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
 const python = "/usr/bin/python3"
@@ -93,10 +95,10 @@ round_trip("5", mqtt.MQTTv5)
 // properties arrive in order [MQTT-3.3.2-17] [MQTT-3.3.2-18].
 func TestPythonPaho(t *testing.T) {
 	if _, err := os.Stat(python); err != nil {
-		t.Skipf("%s not found: %v", python, err)
+		peer.Missing(t, "%s not found (Debian package python3): %v", python, err)
 	}
 	if out, err := exec.Command(python, "-c", "import paho.mqtt.client").CombinedOutput(); err != nil {
-		t.Skipf("Python paho not installed (Debian package python3-paho-mqtt; scripts/test installs it): %v: %s", err, out)
+		peer.Missing(t, "Python paho not installed (Debian package python3-paho-mqtt; scripts/test installs it): %v: %s", err, out)
 	}
 	_, host, port := startNode(t)
 	script := filepath.Join(t.TempDir(), "roundtrip.py")

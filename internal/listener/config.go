@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +46,13 @@ type Config struct {
 	// ProxyProtocol requires a PROXY protocol v1 or v2 header at the start of
 	// every connection; connections without a valid header are closed.
 	ProxyProtocol bool `yaml:"proxy_protocol,omitempty"`
+	// ProxyProtocolTrusted lists the networks of the proxies allowed to
+	// connect to a ProxyProtocol listener (and so to state the client
+	// address in a PROXY header). A connection from any other peer is
+	// closed before anything is read from it. Empty means
+	// DefaultProxyProtocolTrusted (loopback only). Only valid with
+	// ProxyProtocol.
+	ProxyProtocolTrusted Networks `yaml:"proxy_protocol_trusted,omitempty"`
 	// ProxyHeaderTimeout bounds the wait for the PROXY header (default 5s).
 	ProxyHeaderTimeout time.Duration `yaml:"proxy_header_timeout,omitempty"`
 	// HandshakeTimeout bounds the TLS handshake and the WebSocket upgrade
@@ -60,8 +66,11 @@ type Config struct {
 	// connection with status 1009.
 	WSMaxFrame int `yaml:"ws_max_frame,omitempty"`
 	// TrustedProxies lists the networks whose X-Forwarded-For header is
-	// honoured on ws listeners. Empty means the header is ignored.
-	TrustedProxies []netip.Prefix `yaml:"trusted_proxies,omitempty"`
+	// honoured on ws listeners: the header is believed only when the peer
+	// (the address from the PROXY header on a ProxyProtocol listener) is
+	// in the list, and it is read right to left, skipping trusted hops.
+	// Empty means the header is ignored.
+	TrustedProxies Networks `yaml:"trusted_proxies,omitempty"`
 
 	// Settings the broker applies to clients of this listener (the
 	// listener itself does not use them).
@@ -171,6 +180,14 @@ func (c *Config) Validate() error {
 			return errf("trusted_proxies[%d] is not a valid CIDR prefix", i)
 		}
 	}
+	if len(c.ProxyProtocolTrusted) > 0 && !c.ProxyProtocol {
+		return errf("proxy_protocol_trusted only applies with proxy_protocol: true")
+	}
+	for i, p := range c.ProxyProtocolTrusted {
+		if !p.IsValid() {
+			return errf("proxy_protocol_trusted[%d] is not a valid CIDR prefix", i)
+		}
+	}
 	if t := c.TLS; t != nil {
 		if t.CertFile == "" {
 			return errf("tls.cert_file is required")
@@ -204,7 +221,12 @@ func (c Config) withDefaults() Config {
 			c.WSMaxFrame = DefaultWSMaxFrame
 		}
 	}
-	c.TrustedProxies = append([]netip.Prefix(nil), c.TrustedProxies...)
+	c.TrustedProxies = append(Networks(nil), c.TrustedProxies...)
+	if c.ProxyProtocol && len(c.ProxyProtocolTrusted) == 0 {
+		c.ProxyProtocolTrusted = DefaultProxyProtocolTrusted()
+	} else {
+		c.ProxyProtocolTrusted = append(Networks(nil), c.ProxyProtocolTrusted...)
+	}
 	if c.TLS != nil {
 		t := *c.TLS
 		if t.MinVersion == "" {

@@ -45,6 +45,17 @@ func TestConfigValidate(t *testing.T) {
 		{"ws path with query", func(c *Config) { c.Protocol = "ws"; c.WSPath = "/mqtt?x" }, "plain path"},
 		{"negative max frame", func(c *Config) { c.Protocol = "ws"; c.WSMaxFrame = -1 }, "ws_max_frame must not be negative"},
 		{"invalid prefix", func(c *Config) { c.Protocol = "ws"; c.TrustedProxies = []netip.Prefix{{}} }, "trusted_proxies[0]"},
+		{"valid proxy_protocol_trusted", func(c *Config) {
+			c.ProxyProtocol = true
+			c.ProxyProtocolTrusted = Networks{netip.MustParsePrefix("10.0.0.5/32")}
+		}, ""},
+		{"proxy_protocol_trusted without proxy_protocol", func(c *Config) {
+			c.ProxyProtocolTrusted = Networks{netip.MustParsePrefix("10.0.0.5/32")}
+		}, "proxy_protocol_trusted only applies with proxy_protocol: true"},
+		{"invalid proxy_protocol_trusted", func(c *Config) {
+			c.ProxyProtocol = true
+			c.ProxyProtocolTrusted = Networks{netip.MustParsePrefix("10.0.0.5/32"), {}}
+		}, "proxy_protocol_trusted[1]"},
 		{"tls no cert", func(c *Config) { c.TLS = &TLSConfig{KeyFile: "k"} }, "tls.cert_file is required"},
 		{"tls no key", func(c *Config) { c.TLS = &TLSConfig{CertFile: "c"} }, "tls.key_file is required"},
 		{"require without CA", func(c *Config) {
@@ -132,5 +143,40 @@ func TestConfigDefaults(t *testing.T) {
 	m := Config{Name: "m", Protocol: "mqtt", Address: ":0"}.withDefaults()
 	if m.WSPath != "" || m.WSMaxFrame != 0 {
 		t.Fatalf("ws defaults applied to mqtt listener: %+v", m)
+	}
+}
+
+func TestNetworksYAML(t *testing.T) {
+	var c Config
+	doc := "proxy_protocol: true\nproxy_protocol_trusted: [10.0.0.5, 192.168.1.77/24, \"::1\", \"fd00::/8\", \"::ffff:10.1.0.0/112\"]\n" +
+		"trusted_proxies: [172.16.0.1]\n"
+	if err := yaml.Unmarshal([]byte(doc), &c); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range c.ProxyProtocolTrusted {
+		got = append(got, p.String())
+	}
+	if want := "10.0.0.5/32 192.168.1.0/24 ::1/128 fd00::/8 10.1.0.0/16"; strings.Join(got, " ") != want {
+		t.Fatalf("proxy_protocol_trusted %v, want %s", got, want)
+	}
+	if len(c.TrustedProxies) != 1 || c.TrustedProxies[0].String() != "172.16.0.1/32" {
+		t.Fatalf("trusted_proxies %v", c.TrustedProxies)
+	}
+	if !c.ProxyProtocolTrusted.Contains(netip.MustParseAddr("::ffff:10.1.2.3")) || c.ProxyProtocolTrusted.Contains(netip.MustParseAddr("10.0.0.6")) {
+		t.Fatal("Contains")
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{"proxy_protocol_trusted: [10.0.0.0/8, 10.0.0.0/33]", `line 1: "10.0.0.0/33" is not an IP address or CIDR prefix`},
+		{"proxy_protocol_trusted: [localhost]", `line 1: "localhost" is not`},
+		{"proxy_protocol_trusted: [\"fe80::1%eth0\"]", `"fe80::1%eth0" is not`},
+		{"proxy_protocol_trusted:\n  - 10.0.0.1\n  - [x]", "line 3: want an IP address"},
+		{"trusted_proxies: 10.0.0.1", "line 1: want a list"},
+	} {
+		var bad Config
+		err := yaml.Unmarshal([]byte(tc.doc), &bad)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.doc, err, tc.want)
+		}
 	}
 }

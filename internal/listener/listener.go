@@ -5,7 +5,13 @@
 // The broker only sees net.Conn values from Listener.Accept. The pipeline
 // for one connection is
 //
-//	TCP accept -> [PROXY header] -> [TLS handshake] -> [WebSocket upgrade]
+//	TCP accept -> [PROXY peer check, PROXY header] -> [TLS handshake] -> [WebSocket upgrade]
+//
+// On a ProxyProtocol listener only the peers in ProxyProtocolTrusted
+// (default: loopback) may connect at all: anyone else could claim any
+// client address in the header. Their connections are closed in the accept
+// loop before a byte is read, counted in Stats.ProxyUntrusted and logged at
+// warn level (at most one line per 10 s, with the number suppressed).
 //
 // Plain TCP listeners (no TLS, no PROXY protocol) return the *net.TCPConn
 // itself (TCP_NODELAY set), accepted in the caller's goroutine. Every other
@@ -45,8 +51,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,6 +72,16 @@ type Listener interface {
 	Addr() net.Addr
 	// Config is the listener's configuration with defaults filled in.
 	Config() Config
+	// Stats returns the listener's live counters.
+	Stats() *Stats
+}
+
+// Stats are a listener's counters, updated atomically; read them at any
+// time.
+type Stats struct {
+	// ProxyUntrusted counts connections to a proxy_protocol listener
+	// closed unread because the peer is not in proxy_protocol_trusted.
+	ProxyUntrusted atomic.Uint64
 }
 
 type listener struct {
@@ -89,6 +105,9 @@ type listener struct {
 	closeOnce sync.Once
 	closeErr  error
 	wg        sync.WaitGroup
+
+	stats       Stats
+	untrustWarn warnLimiter
 }
 
 // tlsListener adds Reload to TLS listeners.
@@ -150,9 +169,11 @@ func New(cfg Config, log *slog.Logger) (Listener, error) {
 }
 
 func (l *listener) Addr() net.Addr { return l.ln.Addr() }
+func (l *listener) Stats() *Stats  { return &l.stats }
 func (l *listener) Config() Config {
 	c := l.cfg
-	c.TrustedProxies = append([]netip.Prefix(nil), c.TrustedProxies...)
+	c.TrustedProxies = append(Networks(nil), c.TrustedProxies...)
+	c.ProxyProtocolTrusted = append(Networks(nil), c.ProxyProtocolTrusted...)
 	if c.TLS != nil {
 		t := *c.TLS
 		c.TLS = &t
@@ -266,6 +287,9 @@ func (l *listener) acceptLoop() {
 			}
 			return
 		}
+		if l.cfg.ProxyProtocol && !l.proxyPeerTrusted(c) {
+			continue
+		}
 		if !l.track(c) {
 			_ = c.Close()
 			return
@@ -273,6 +297,25 @@ func (l *listener) acceptLoop() {
 		l.wg.Add(1)
 		go l.prepare(c)
 	}
+}
+
+// proxyPeerTrusted reports whether the socket peer of c may send a PROXY
+// header. An untrusted peer could claim any client address (defeating
+// per-address throttles and the X-Forwarded-For trust check), so its
+// connection is closed at once, before anything is read, counted and
+// logged (at most one warning per warnInterval).
+func (l *listener) proxyPeerTrusted(c *net.TCPConn) bool {
+	peer := addrOf(c.RemoteAddr())
+	if peer.IsValid() && l.cfg.ProxyProtocolTrusted.Contains(peer) {
+		return true
+	}
+	_ = c.Close()
+	l.stats.ProxyUntrusted.Add(1)
+	if ok, suppressed := l.untrustWarn.allow(time.Now()); ok {
+		l.log.Warn("closed a connection from a peer not in proxy_protocol_trusted",
+			"remote", peer.String(), "suppressed", suppressed, "total", l.stats.ProxyUntrusted.Load())
+	}
+	return false
 }
 
 func (l *listener) track(c net.Conn) bool {

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
 func tcpNoDelay(t *testing.T, c *net.TCPConn) bool {
@@ -159,7 +161,7 @@ func TestTemporaryAcceptErrorClassification(t *testing.T) {
 func TestAcceptBacksOffOnEMFILE(t *testing.T) {
 	var orig syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
-		t.Skip(err)
+		peer.Missing(t, "getrlimit: %v", err)
 	}
 	l, logs := startListener(t, Config{})
 	client := dialTCP(t, l.Addr()) // waits in the kernel accept queue
@@ -179,7 +181,7 @@ func TestAcceptBacksOffOnEMFILE(t *testing.T) {
 	lim.Cur = uint64(probe.Fd()) + 8
 	_ = probe.Close()
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Skipf("setrlimit: %v", err)
+		peer.Missing(t, "setrlimit: %v", err)
 	}
 	restored := false
 	restore := func() {

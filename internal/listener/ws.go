@@ -68,6 +68,8 @@ func (e *WSCloseError) Error() string {
 	return fmt.Sprintf("websocket: %s (closed with status %d)", e.Reason, e.Code)
 }
 
+var headerXFF = []byte("X-Forwarded-For")
+
 var (
 	errWSClosing = errors.New("websocket: close frame already sent")
 	errNotHTTP   = errors.New("websocket: request is not HTTP (control bytes in the request head)")
@@ -161,7 +163,9 @@ func (l *listener) upgradeWS(c net.Conn) (net.Conn, error) {
 			return "", true
 		},
 		OnHeader: func(k, v []byte) error {
-			if string(k) == "X-Forwarded-For" && len(l.cfg.TrustedProxies) > 0 {
+			// Field names are case-insensitive (RFC 9110 section 5.1);
+			// do not rely on the upgrader canonicalising them.
+			if len(l.cfg.TrustedProxies) > 0 && bytes.EqualFold(k, headerXFF) {
 				if xffSeen {
 					xff = append(xff, ',')
 				}
@@ -219,14 +223,7 @@ func addrOf(a net.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-func trusted(a netip.Addr, nets []netip.Prefix) bool {
-	for _, p := range nets {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
+func trusted(a netip.Addr, nets []netip.Prefix) bool { return Networks(nets).Contains(a) }
 
 // clientFromXFF applies the standard right-to-left X-Forwarded-For
 // algorithm: the header is believed only if the TCP peer is a trusted

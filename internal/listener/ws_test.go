@@ -591,17 +591,27 @@ func TestWSXForwardedFor(t *testing.T) {
 		proxy   string // PROXY v1 header to send first, if any
 		xff     []string
 		want    string // "" = socket peer
+		header  string // header name; default X-Forwarded-For
 	}{
-		{"trusted peer", trustedLocal, "", []string{"203.0.113.7, 10.1.1.1"}, "203.0.113.7:0"},
-		{"two headers", trustedLocal, "", []string{"198.51.100.3", "203.0.113.7, 10.1.1.1"}, "203.0.113.7:0"},
-		{"untrusted peer", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "", []string{"203.0.113.7"}, ""},
-		{"no trusted proxies", nil, "", []string{"203.0.113.7"}, ""},
-		{"malformed", trustedLocal, "", []string{"203.0.113.7, bogus"}, ""},
+		{"trusted peer", trustedLocal, "", []string{"203.0.113.7, 10.1.1.1"}, "203.0.113.7:0", ""},
+		{"two headers", trustedLocal, "", []string{"198.51.100.3", "203.0.113.7, 10.1.1.1"}, "203.0.113.7:0", ""},
+		{"untrusted peer", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "", []string{"203.0.113.7"}, "", ""},
+		{"no trusted proxies", nil, "", []string{"203.0.113.7"}, "", ""},
+		{"malformed", trustedLocal, "", []string{"203.0.113.7, bogus"}, "", ""},
 		{"proxy source trusted", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-			"PROXY TCP4 10.9.9.9 10.0.0.1 5000 8083\r\n", []string{"203.0.113.7"}, "203.0.113.7:0"},
+			"PROXY TCP4 10.9.9.9 10.0.0.1 5000 8083\r\n", []string{"203.0.113.7"}, "203.0.113.7:0", ""},
 		{"proxy source untrusted", trustedLocal,
-			"PROXY TCP4 198.51.100.1 10.0.0.1 5000 8083\r\n", []string{"203.0.113.7"}, "198.51.100.1:5000"},
-		{"proxy without xff", trustedLocal, "PROXY TCP4 198.51.100.1 10.0.0.1 5000 8083\r\n", nil, "198.51.100.1:5000"},
+			"PROXY TCP4 198.51.100.1 10.0.0.1 5000 8083\r\n", []string{"203.0.113.7"}, "198.51.100.1:5000", ""},
+		{"proxy without xff", trustedLocal, "PROXY TCP4 198.51.100.1 10.0.0.1 5000 8083\r\n", nil, "198.51.100.1:5000", ""},
+		// Header names are case-insensitive (RFC 9110 section 5.1).
+		{"lower-case header", trustedLocal, "", []string{"203.0.113.7, 10.1.1.1"}, "203.0.113.7:0", "x-forwarded-for"},
+		{"upper-case header", trustedLocal, "", []string{"203.0.113.7"}, "203.0.113.7:0", "X-FORWARDED-FOR"},
+		{"mixed-case headers combined", trustedLocal, "", []string{"198.51.100.3", "203.0.113.7"}, "203.0.113.7:0", "x-Forwarded-FOR"},
+		// A spoofed header is ignored whatever its spelling when the peer
+		// is not a trusted proxy, directly or through the PROXY header.
+		{"spoof from untrusted peer", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "", []string{"10.1.1.1"}, "", "x-forwarded-for"},
+		{"spoof behind proxy", trustedLocal,
+			"PROXY TCP4 198.51.100.1 10.0.0.1 5000 8083\r\n", []string{"203.0.113.7"}, "198.51.100.1:5000", "X-FORWARDED-FOR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, _ := wsListener(t, func(c *Config) {
@@ -617,8 +627,12 @@ func TestWSXForwardedFor(t *testing.T) {
 			}
 			req := "GET /mqtt HTTP/1.1\r\nHost: broker\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n"
+			header := tc.header
+			if header == "" {
+				header = "X-Forwarded-For"
+			}
 			for _, x := range tc.xff {
-				req += "X-Forwarded-For: " + x + "\r\n"
+				req += header + ": " + x + "\r\n"
 			}
 			if _, err := raw.Write([]byte(req + "\r\n")); err != nil {
 				t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/isobar-mq/isobar/internal/broker"
 	"github.com/isobar-mq/isobar/internal/metrics"
+	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
 const deployDir = "../../deploy"
@@ -165,12 +166,9 @@ func TestDeployAssetsUseExportedMetrics(t *testing.T) {
 }
 
 // TestDeployAssetsPromtool validates the Prometheus files with promtool
-// when it is installed (Debian package "prometheus").
+// (Debian package "prometheus"; skipped without it, failed in CI).
 func TestDeployAssetsPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Skip("promtool not installed (Debian package \"prometheus\"); skipped")
-	}
+	promtool := peer.NeedBinary(t, "promtool", "prometheus")
 	for _, args := range [][]string{
 		{"check", "rules", filepath.Join(deployDir, "prometheus", "alerts.yml")},
 		{"check", "config", filepath.Join(deployDir, "prometheus", "prometheus.yml")},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync"
 
 	"github.com/isobar-mq/isobar/internal/broker"
@@ -51,15 +52,18 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	opts := cfg.BrokerOptions()
 	var st *store.PebbleStore
 	if cfg.Store.Mode == "pebble" {
+		minFree := cfg.Store.MinFreeBytes
+		if minFree == 0 {
+			minFree = -1 // store.min_free_bytes: 0 disables the floor
+		}
 		st, err = store.Open(store.Options{
 			Dir: cfg.Store.DataDir, Sync: store.SyncPolicy(cfg.Store.Sync),
-			SyncInterval: cfg.Store.SyncInterval, Logger: log,
+			SyncInterval: cfg.Store.SyncInterval, MinFreeBytes: minFree, Logger: log,
 		})
 		if err != nil {
 			return nil, err
 		}
-		opts.Store = st
-		log.Info("durable store open", "data_dir", cfg.Store.DataDir, "sync", cfg.Store.Sync)
+		opts.Store = st // the store logs "store opened" with its directory and sync policy
 	} else {
 		log.Warn("store mode is memory: sessions, queued and retained messages do not survive a restart")
 	}
@@ -84,8 +88,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 			}
 			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
-		n.Listeners = append(n.Listeners, l)
-		log.Info("listening", "listener", lc.Name, "protocol", lc.Protocol, "address", l.Addr().String(), "tls", lc.TLS != nil, "proxy_protocol", lc.ProxyProtocol)
+		n.Listeners = append(n.Listeners, l) // listener.New logs "listening"
 	}
 	n.Metrics = metrics.New(srv, sys.BuildVersion())
 	for _, l := range n.Listeners {
@@ -108,6 +111,9 @@ func (n *Node) startManagement(cfg *config.Config) error {
 	h, err := web.Start(web.Options{
 		Config: cfg.HTTP, Broker: n.Server, Metrics: n.Metrics, Listeners: n.Listeners,
 		Version: sys.BuildVersion(), Settings: cfg, Log: n.log,
+		// Without http.users, the generated admin password is written here
+		// (unless http.generated_password_file says elsewhere).
+		PasswordFile: filepath.Join(cfg.Store.DataDir, "http-admin-password"),
 	})
 	if err != nil {
 		return err

@@ -94,8 +94,8 @@ func (s *Security) Authenticate(r broker.AuthRequest) broker.AuthResponse {
 	// The broker waits the throttle delay after this call returns, so the
 	// credentials are verified first and a failure counts from the end
 	// of the wait.
-	var delay = s.a.Delay(r.Remote)
-	id, res := s.a.AuthenticateAfter(delay, r.Username, r.HasUsername, r.Password, r.HasPassword, r.Remote)
+	id, res, delay := s.a.Login(auth.Credentials{User: r.Username, HasUser: r.HasUsername,
+		Password: r.Password, HasPassword: r.HasPassword, Remote: r.Remote})
 	resp := broker.AuthResponse{Delay: delay}
 	switch res {
 	case auth.ResultOK:

@@ -17,6 +17,7 @@ import (
 	"github.com/isobar-mq/isobar/internal/broker"
 	"github.com/isobar-mq/isobar/internal/node"
 	"github.com/isobar-mq/isobar/internal/testutil"
+	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
 // timeout bounds every single wait in this package.
@@ -42,21 +43,12 @@ func port(t *testing.T, n *node.Node, name string) string {
 	return a[strings.LastIndexByte(a, ':')+1:]
 }
 
-// need returns the path of a program or skips the test, naming the Debian
-// package that provides it.
+// need returns the path of a program (in $PATH or an sbin directory), or
+// skips the test naming the Debian package that provides it (fails it in
+// CI, see package peer).
 func need(t *testing.T, program, debianPackage string) string {
 	t.Helper()
-	if p, err := exec.LookPath(program); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
-		p := filepath.Join(dir, program)
-		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	t.Skipf("%s not found: install the Debian package %s (scripts/test does)", program, debianPackage)
-	return ""
+	return peer.NeedBinary(t, program, debianPackage)
 }
 
 // writeFile writes a file in dir and returns its path.

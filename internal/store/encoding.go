@@ -29,8 +29,11 @@ package store
 //
 // # Values
 //
-// Every value starts with a value version byte (currently 1), so a record
-// type can change its encoding without rewriting the others. Integers are
+// Every value starts with a value version byte, so a record type can
+// change its encoding without rewriting the others: messages and sessions
+// are written in value version 2, subscriptions and inbound ids in 1.
+// Decoders read every version this code ever wrote (a version 1 message or
+// session decodes exactly as before, its new fields zero). Integers are
 // unsigned varints (encoding/binary Uvarint; int64 times are stored as
 // their uint64 two's complement), strings and byte strings are a varint
 // length followed by the bytes. Decoders reject unknown versions, unknown
@@ -39,9 +42,10 @@ package store
 //
 // Message (MessageRecord; used for 'm', 'r' and a session's will):
 //
-//	version=1
+//	version=2 (or 1)
 //	varint H, then H bytes of head:
-//	  flags        bit0 Retain, bit1 DeliverRetain
+//	  flags        bit0 Retain, bit1 DeliverRetain, bit2 identity follows,
+//	               bit3 origin follows (bits 2 and 3: version 2 only)
 //	  QoS, DeliverQoS, State                   one byte each
 //	  PacketID, Received, Expiry               varints
 //	  Topic, From, Group                       strings
@@ -52,7 +56,13 @@ package store
 //	               bit6 user property list follows
 //	  the present properties in that order: byte, varint, string, string,
 //	  bytes, then varint n and n (key, value) string pairs
+//	  [identity: IDNode uint64 BE (8 bytes, a hash), IDSeq varint]
+//	  [origin: Hops byte, OriginKind byte, OriginName string]
 //	payload: the rest of the value
+//
+// The identity is written when IDNode or IDSeq is non-zero, the origin
+// when Hops, OriginKind or OriginName is; so a message without them costs
+// no more than in version 1.
 //
 // Properties other than these message properties (and the Present bits of
 // those others) are not stored. A property's value is stored only when its
@@ -62,10 +72,13 @@ package store
 //
 // Session (SessionRecord; ClientID comes from the key):
 //
-//	version=1 | flags (bit0 will follows, bit1 will delay follows) |
+//	version=2 | flags (bit0 will follows, bit1 will delay follows) |
 //	ExpiryInterval varint | DisconnectedAt varint | NextPacketID varint |
-//	Username string | [WillAt varint | will message as bytes] |
+//	Username string | Role byte | [WillAt varint | will message as bytes] |
 //	[WillDelay varint]
+//
+// Version 1 is the same without Role (decoded as 0). The will is a message
+// value of either version.
 //
 // Subscription (SubscriptionRecord; Filter comes from the key):
 //
@@ -73,6 +86,23 @@ package store
 //	RetainHandling | ID varint
 //
 // Inbound: the single byte version=1.
+//
+// # Session snapshot
+//
+// EncodeSession writes a whole LoadedSession as one self-contained value
+// (to move a session between nodes; never stored under a key):
+//
+//	"isobar-session" (14 bytes) | snapshot version=1 |
+//	ClientID string | session value as bytes |
+//	varint n, n times: Filter string, subscription value as bytes |
+//	varint n, n times: Seq varint, message value as bytes |
+//	varint n, n times: inbound packet id varint
+//
+// The embedded values are the record encodings above (with their own
+// versions). Subscriptions are in strictly increasing filter order,
+// messages in strictly increasing sequence order, inbound ids strictly
+// increasing; the client id contains no U+0000. DecodeSession rejects
+// anything else, and trailing bytes.
 
 import (
 	"bytes"
@@ -103,6 +133,7 @@ const (
 	metaMagic  = "isobar-store"
 	metaLen    = len(metaMagic) + 4 + 8
 	valueV1    = 1
+	valueV2    = 2
 	keySep     = 0x00
 	keySepNext = 0x01
 )
@@ -192,8 +223,17 @@ const (
 const (
 	mfRetain = 1 << iota
 	mfDeliverRetain
-	mfAll = 1<<iota - 1
+	mfIdentity // version 2: IDNode, IDSeq follow the properties
+	mfOrigin   // version 2: Hops, OriginKind, OriginName follow
+	mfAll      = 1<<iota - 1
+	mfAllV1    = mfRetain | mfDeliverRetain
 )
+
+func hasIdentity(m *MessageRecord) bool { return m.IDNode != 0 || m.IDSeq != 0 }
+
+func hasOrigin(m *MessageRecord) bool {
+	return m.Hops != 0 || m.OriginKind != 0 || m.OriginName != ""
+}
 
 // appendMessage appends the encoding of m.
 func appendMessage(dst []byte, m *MessageRecord) []byte {
@@ -202,7 +242,7 @@ func appendMessage(dst []byte, m *MessageRecord) []byte {
 
 // appendMessageHead is appendMessage given messageHeadLen(m).
 func appendMessageHead(dst []byte, m *MessageRecord, n int) []byte {
-	dst = append(dst, valueV1)
+	dst = append(dst, valueV2)
 	dst = binary.AppendUvarint(dst, uint64(n))
 	start := len(dst)
 	var flags byte
@@ -211,6 +251,13 @@ func appendMessageHead(dst []byte, m *MessageRecord, n int) []byte {
 	}
 	if m.DeliverRetain {
 		flags |= mfDeliverRetain
+	}
+	identity, origin := hasIdentity(m), hasOrigin(m)
+	if identity {
+		flags |= mfIdentity
+	}
+	if origin {
+		flags |= mfOrigin
 	}
 	dst = append(dst, flags, m.QoS, m.DeliverQoS, m.State)
 	dst = binary.AppendUvarint(dst, uint64(m.PacketID))
@@ -247,6 +294,14 @@ func appendMessageHead(dst []byte, m *MessageRecord, n int) []byte {
 			dst = appendStr(dst, p.User[i].Key)
 			dst = appendStr(dst, p.User[i].Value)
 		}
+	}
+	if identity {
+		dst = binary.BigEndian.AppendUint64(dst, m.IDNode)
+		dst = binary.AppendUvarint(dst, m.IDSeq)
+	}
+	if origin {
+		dst = append(dst, m.Hops, m.OriginKind)
+		dst = appendStr(dst, m.OriginName)
 	}
 	if len(dst)-start != n {
 		panic(fmt.Sprintf("store: message head is %d bytes, computed %d", len(dst)-start, n))
@@ -311,6 +366,12 @@ func messageHeadLen(m *MessageRecord) int {
 			n += strLen(len(p.User[i].Key)) + strLen(len(p.User[i].Value))
 		}
 	}
+	if hasIdentity(m) {
+		n += 8 + uvarintLen(m.IDSeq)
+	}
+	if hasOrigin(m) {
+		n += 2 + strLen(len(m.OriginName))
+	}
 	return n
 }
 
@@ -339,8 +400,9 @@ func decodeMessage(v []byte, m *MessageRecord) error {
 	if len(v) == 0 {
 		return errors.New("empty message value")
 	}
-	if v[0] != valueV1 {
-		return fmt.Errorf("unknown message value version %d", v[0])
+	version := v[0]
+	if version != valueV1 && version != valueV2 {
+		return fmt.Errorf("unknown message value version %d", version)
 	}
 	r := decoder{b: v[1:]}
 	h := r.uvarint("head length", math.MaxUint64)
@@ -357,8 +419,12 @@ func decodeMessage(v []byte, m *MessageRecord) error {
 	// All strings of the head share this one allocation.
 	d := decoder{b: head, s: string(head)}
 	flags := d.byte("flags")
-	if flags&^mfAll != 0 {
-		return fmt.Errorf("unknown message flags 0x%02X", flags)
+	known := byte(mfAll)
+	if version == valueV1 {
+		known = mfAllV1
+	}
+	if flags&^known != 0 {
+		return fmt.Errorf("unknown message flags 0x%02X (value version %d)", flags, version)
 	}
 	m.Retain = flags&mfRetain != 0
 	m.DeliverRetain = flags&mfDeliverRetain != 0
@@ -421,6 +487,15 @@ func decodeMessage(v []byte, m *MessageRecord) error {
 			p.User[i].Value = d.str("user property value")
 		}
 	}
+	if flags&mfIdentity != 0 {
+		m.IDNode = d.uint64("identity node")
+		m.IDSeq = d.uvarint("identity sequence", math.MaxUint64)
+	}
+	if flags&mfOrigin != 0 {
+		m.Hops = d.byte("hops")
+		m.OriginKind = d.byte("origin kind")
+		m.OriginName = d.str("origin name")
+	}
 	return d.finish("message")
 }
 
@@ -433,11 +508,12 @@ func appendSession(dst []byte, s *SessionRecord) []byte {
 			flags |= 2
 		}
 	}
-	dst = append(dst, valueV1, flags)
+	dst = append(dst, valueV2, flags)
 	dst = binary.AppendUvarint(dst, uint64(s.ExpiryInterval))
 	dst = binary.AppendUvarint(dst, uint64(s.DisconnectedAt))
 	dst = binary.AppendUvarint(dst, uint64(s.NextPacketID))
 	dst = appendStr(dst, s.Username)
+	dst = append(dst, s.Role)
 	if s.Will != nil {
 		dst = binary.AppendUvarint(dst, uint64(s.WillAt))
 		h := messageHeadLen(s.Will)
@@ -458,8 +534,9 @@ func decodeSession(v []byte, s *SessionRecord) error {
 	if len(v) == 0 {
 		return errors.New("empty session value")
 	}
-	if v[0] != valueV1 {
-		return fmt.Errorf("unknown session value version %d", v[0])
+	version := v[0]
+	if version != valueV1 && version != valueV2 {
+		return fmt.Errorf("unknown session value version %d", version)
 	}
 	d := decoder{b: v[1:]}
 	flags := d.byte("flags")
@@ -470,6 +547,9 @@ func decodeSession(v []byte, s *SessionRecord) error {
 	s.DisconnectedAt = int64(d.uvarint("disconnected time", math.MaxUint64))
 	s.NextPacketID = uint16(d.uvarint("next packet id", math.MaxUint16))
 	s.Username = d.str("username")
+	if version >= valueV2 {
+		s.Role = d.byte("role")
+	}
 	if flags&1 != 0 {
 		s.WillAt = int64(d.uvarint("will time", math.MaxUint64))
 		w := d.bytes("will")
@@ -582,6 +662,20 @@ func (d *decoder) uvarint(what string, max uint64) uint64 {
 		return 0
 	}
 	d.off += n
+	return v
+}
+
+// uint64 reads a fixed 8-byte big-endian integer.
+func (d *decoder) uint64(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	if d.left() < 8 {
+		d.fail("truncated %s", what)
+		return 0
+	}
+	v := binary.BigEndian.Uint64(d.b[d.off:])
+	d.off += 8
 	return v
 }
 

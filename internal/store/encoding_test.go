@@ -98,6 +98,15 @@ func messageCases() map[string]MessageRecord {
 		"values not present":    {Topic: "p", Props: notPresent},
 		"empty subids":          {Topic: "p", SubIDs: []uint32{}},
 		"retained flags":        {Topic: "p", Retain: true, DeliverRetain: false, State: StateReleased},
+		"identity": {Topic: "c/1", Payload: []byte("x"), QoS: 1, From: "c", IDNode: 0x9E3779B97F4A7C15, IDSeq: 1,
+			DeliverQoS: 1, SubIDs: []uint32{3}},
+		"identity seq only":  {Topic: "c/2", IDSeq: math.MaxUint64},
+		"identity node only": {Topic: "c/3", IDNode: math.MaxUint64},
+		"origin bridge": {Topic: "b/1", Payload: []byte("via bridge"), IDNode: 1, IDSeq: 300, Hops: 2,
+			OriginKind: OriginBridge, OriginName: "upstream-ü", Props: allProps()},
+		"origin kind only": {Topic: "s/1", OriginKind: OriginServer},
+		"origin name only": {Topic: "l/1", OriginName: "mqtt-tls"},
+		"origin max":       {Topic: "g", Hops: 255, OriginKind: 255, OriginName: strings.Repeat("n", 300), Retain: true},
 	}
 }
 
@@ -152,26 +161,48 @@ func TestMessageEncodingCompact(t *testing.T) {
 	if want := 1 + 1 + 4 + 11 + 6 + 1 + 1 + 100; len(enc) != want {
 		t.Fatalf("encoded size %d, want %d", len(enc), want)
 	}
-	if enc[0] != 1 {
+	if enc[0] != 2 {
 		t.Fatalf("value version byte %d", enc[0])
+	}
+	// Identity costs 8 bytes plus the sequence varint; origin 2 bytes
+	// plus the name.
+	m.IDNode, m.IDSeq = 1<<63, 5
+	if got, want := len(appendMessage(nil, &m)), len(enc)+8+1; got != want {
+		t.Fatalf("with identity: %d bytes, want %d", got, want)
+	}
+	m.Hops, m.OriginName = 1, "br"
+	if got, want := len(appendMessage(nil, &m)), len(enc)+8+1+2+3; got != want {
+		t.Fatalf("with identity and origin: %d bytes, want %d", got, want)
+	}
+}
+
+// sessionCases are session records of every shape.
+func sessionCases() map[string]SessionRecord {
+	will := MessageRecord{Topic: "will/ü", Payload: []byte("bye"), QoS: 2, Retain: true, Props: allProps(), Received: 5, From: "c"}
+	idWill := will
+	idWill.IDNode, idWill.IDSeq, idWill.OriginName = 77, 78, "mqtt"
+	return map[string]SessionRecord{
+		"zero":    {},
+		"typical": {ExpiryInterval: 3600, DisconnectedAt: 1_700_000_000_000_000_000, Username: "alice", NextPacketID: 7},
+		"max": {ExpiryInterval: math.MaxUint32, DisconnectedAt: math.MaxInt64, Username: strings.Repeat("u", 70000),
+			NextPacketID: math.MaxUint16, Will: &will, WillAt: math.MaxInt64, Role: 255},
+		"negative":      {DisconnectedAt: math.MinInt64, WillAt: -1, Will: &MessageRecord{}},
+		"big will":      {Will: &MessageRecord{Topic: "w", Payload: bytes.Repeat([]byte{1}, 300)}, WillAt: 1},
+		"unicode":       {Username: "ユーザー"},
+		"empty will":    {Will: &MessageRecord{Payload: []byte{}}},
+		"will delay":    {Username: "bob", Will: &will, WillAt: 10, WillDelay: 30},
+		"role":          {Username: "everyone", Role: 1, ExpiryInterval: 60},
+		"role and will": {Role: 2, Will: &idWill, WillDelay: 5},
 	}
 }
 
 func TestSessionEncodingRoundTrip(t *testing.T) {
-	will := MessageRecord{Topic: "will/ü", Payload: []byte("bye"), QoS: 2, Retain: true, Props: allProps(), Received: 5, From: "c"}
-	cases := map[string]SessionRecord{
-		"zero":    {},
-		"typical": {ExpiryInterval: 3600, DisconnectedAt: 1_700_000_000_000_000_000, Username: "alice", NextPacketID: 7},
-		"max": {ExpiryInterval: math.MaxUint32, DisconnectedAt: math.MaxInt64, Username: strings.Repeat("u", 70000),
-			NextPacketID: math.MaxUint16, Will: &will, WillAt: math.MaxInt64},
-		"negative":   {DisconnectedAt: math.MinInt64, WillAt: -1, Will: &MessageRecord{}},
-		"big will":   {Will: &MessageRecord{Topic: "w", Payload: bytes.Repeat([]byte{1}, 300)}, WillAt: 1},
-		"unicode":    {Username: "ユーザー"},
-		"empty will": {Will: &MessageRecord{Payload: []byte{}}},
-	}
-	for name, s := range cases {
+	for name, s := range sessionCases() {
 		t.Run(name, func(t *testing.T) {
 			enc := appendSession(nil, &s)
+			if enc[0] != 2 {
+				t.Fatalf("value version byte %d", enc[0])
+			}
 			var got SessionRecord
 			if err := decodeSession(enc, &got); err != nil {
 				t.Fatalf("decode: %v", err)
@@ -236,7 +267,8 @@ func TestDecodeRejectsCorruptValues(t *testing.T) {
 	}
 
 	bad := map[string][]byte{
-		"version":         append([]byte{2}, msg[1:]...),
+		"version":         append([]byte{3}, msg[1:]...),
+		"version 0":       append([]byte{0}, msg[1:]...),
 		"head too long":   {1, 0x7F, 0, 0, 0},
 		"head overflows":  {1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F},
 		"flags":           {1, 14, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
@@ -253,6 +285,32 @@ func TestDecodeRejectsCorruptValues(t *testing.T) {
 	if err := decodeMessage([]byte{1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, &ok); err != nil {
 		t.Fatalf("minimal message: %v", err)
 	}
+	// Version 2: the minimal message, then what it must reject.
+	if err := decodeMessage([]byte{2, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, &ok); err != nil {
+		t.Fatalf("minimal v2 message: %v", err)
+	}
+	if err := decodeMessage([]byte{2, 21, mfIdentity, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0}, &ok); err != nil ||
+		ok.IDNode != 0x0102030405060708 || ok.IDSeq != 9 {
+		t.Fatalf("v2 identity: %v %+v", err, ok)
+	}
+	if err := decodeMessage([]byte{2, 16, mfOrigin, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 4, 1, 'x'}, &ok); err != nil ||
+		ok.Hops != 3 || ok.OriginKind != 4 || ok.OriginName != "x" {
+		t.Fatalf("v2 origin: %v %+v", err, ok)
+	}
+	for name, v := range map[string][]byte{
+		"v1 identity flag":   {1, 21, mfIdentity, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0},
+		"v1 origin flag":     {1, 16, mfOrigin, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 4, 1, 'x'},
+		"v2 unknown flag":    {2, 12, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		"identity truncated": {2, 19, mfIdentity, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7},
+		"identity no seq":    {2, 20, mfIdentity, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8},
+		"identity seq 65b":   append([]byte{2, 30, mfIdentity, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F),
+		"origin truncated":   {2, 14, mfOrigin, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 4},
+		"origin name long":   {2, 16, mfOrigin, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 4, 5, 'x'},
+		"v2 trailing head":   {2, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9},
+		"origin trailing":    {2, 17, mfOrigin, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 4, 1, 'x', 0},
+	} {
+		bad[name] = v
+	}
 	for name, v := range bad {
 		var d MessageRecord
 		if err := decodeMessage(v, &d); err == nil {
@@ -265,6 +323,11 @@ func TestDecodeRejectsCorruptValues(t *testing.T) {
 		"session trail":   {1, 0, 0, 0, 0, 0, 0},
 		"expiry range":    {1, 0, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, 0},
 		"bad will":        {1, 1, 0, 0, 0, 0, 0, 3, 1, 0x7F, 0},
+		"v2 no role":      {2, 0, 0, 0, 0, 0},
+		"v2 trail":        {2, 0, 0, 0, 0, 0, 0, 0},
+		"v2 flags":        {2, 4, 0, 0, 0, 0, 0},
+		"v2 bad will":     {2, 1, 0, 0, 0, 0, 0, 0, 3, 1, 0x7F, 0},
+		"v3":              {3, 0, 0, 0, 0, 0, 0},
 	} {
 		var s SessionRecord
 		if err := decodeSession(v, &s); err == nil {
@@ -274,6 +337,9 @@ func TestDecodeRejectsCorruptValues(t *testing.T) {
 	var s SessionRecord
 	if err := decodeSession([]byte{1, 0, 0, 0, 0, 0}, &s); err != nil {
 		t.Fatalf("minimal session: %v", err)
+	}
+	if err := decodeSession([]byte{2, 0, 0, 0, 0, 0, 7}, &s); err != nil || s.Role != 7 {
+		t.Fatalf("minimal v2 session: %v %+v", err, s)
 	}
 	for name, v := range map[string][]byte{
 		"sub version": {0, 0, 0, 0, 0},

@@ -7,7 +7,8 @@ import (
 )
 
 // The seed corpus in testdata/fuzz holds hand-made corrupt values; these
-// add encodings of the round-trip cases.
+// add encodings of the round-trip cases (value version 2) and the values
+// the version 1 encoder wrote (testdata/v1-values.txt).
 
 // FuzzDecodeMessage checks that decoding arbitrary bytes never panics and
 // that whatever decodes re-encodes to a value decoding to the same record.
@@ -17,6 +18,11 @@ func FuzzDecodeMessage(f *testing.F) {
 			continue
 		}
 		f.Add(appendMessage(nil, &m))
+	}
+	for _, v := range readV1Values(f) {
+		if v.kind == "message" {
+			f.Add(v.enc)
+		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		orig := bytes.Clone(data)
@@ -48,6 +54,16 @@ func FuzzDecodeSession(f *testing.F) {
 	will := MessageRecord{Topic: "w", Payload: []byte("p"), Props: allProps()}
 	f.Add(appendSession(nil, &SessionRecord{Username: "u", ExpiryInterval: 10, Will: &will, WillAt: 99}))
 	f.Add(appendSession(nil, &SessionRecord{}))
+	for _, s := range sessionCases() {
+		if len(s.Username) < 1024 {
+			f.Add(appendSession(nil, &s))
+		}
+	}
+	for _, v := range readV1Values(f) {
+		if v.kind == "session" {
+			f.Add(v.enc)
+		}
+	}
 	f.Add(appendSubscription(nil, &SubscriptionRecord{QoS: 1, NoLocal: true, ID: 300}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var s SessionRecord

@@ -25,8 +25,24 @@ type Options struct {
 	Sync         SyncPolicy    // default SyncAlways
 	SyncInterval time.Duration // for SyncInterval, default 1s
 	Logger       *slog.Logger  // default: discard
+	// MinFreeBytes is the free-space floor of the data directory's file
+	// system: below it commits fail with ErrNoSpace before the disk is
+	// actually full, and Open refuses to start. 0 means
+	// DefaultMinFreeBytes; negative means no floor (a full disk still
+	// makes commits fail with ErrNoSpace rather than crash the process).
+	MinFreeBytes int64
+	// OnFatal is called, after the store has logged it once, when Pebble
+	// reports a fault it cannot continue from (Logger.Fatalf, a panic in
+	// a commit). The default exits the process with status ExitFatal. If
+	// it returns, the Pebble goroutine that reported the fault panics.
+	OnFatal func(error)
 
-	fs vfs.FS // for tests; default vfs.Default
+	// For tests.
+	fs            vfs.FS                           // default vfs.Default
+	checkInterval time.Duration                    // free-space check period, default 250ms
+	retryInterval time.Duration                    // retry period of a write waiting for space, default 1s
+	logEvery      time.Duration                    // repeated Pebble log lines: one per this, default 10s
+	diskFree      func(dir string) (uint64, error) // default from fs.GetDiskUsage
 }
 
 // ErrClosed is returned by operations on a closed store.
@@ -60,11 +76,23 @@ type PebbleStore struct {
 	mu     sync.RWMutex
 	closed bool
 
-	commits atomic.Uint64
-	dirty   atomic.Bool // SyncInterval: a commit since the last sync
+	commits  atomic.Uint64
+	dirty    atomic.Bool // SyncInterval: a commit since the last sync
+	isClosed atomic.Bool // closed, for Writable without the lock
 
 	stop chan struct{}
 	done chan struct{}
+
+	// Writability (space.go): the free-space monitor, the FS wrapper
+	// making writes wait for space, and the fatal-fault handler.
+	h        *health
+	guard    *guardFS
+	fatal    *fataler
+	watch    *corruptionWatch
+	monStop  chan struct{}
+	monDone  chan struct{}
+	diskFree func(string) (uint64, error)
+	interval time.Duration
 }
 
 var _ Store = (*PebbleStore)(nil)
@@ -104,27 +132,116 @@ func Open(o Options) (*PebbleStore, error) {
 	if o.fs == nil {
 		o.fs = vfs.Default
 	}
+	if o.checkInterval <= 0 {
+		o.checkInterval = defaultCheckInterval
+	}
+	if o.retryInterval <= 0 {
+		o.retryInterval = defaultRetryInterval
+	}
+	if o.logEvery <= 0 {
+		o.logEvery = defaultLogEvery
+	}
+	if o.diskFree == nil {
+		inner := o.fs
+		o.diskFree = func(dir string) (uint64, error) {
+			u, err := inner.GetDiskUsage(dir)
+			return u.AvailBytes, err
+		}
+	}
+	var floor uint64
+	switch {
+	case o.MinFreeBytes == 0:
+		floor = DefaultMinFreeBytes
+	case o.MinFreeBytes > 0:
+		floor = uint64(o.MinFreeBytes)
+	}
 	log := o.Logger.With("dir", o.Dir)
 
-	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	if fi, err := os.Stat(o.Dir); err == nil && fi.Mode().Perm()&0o007 != 0 {
+		log.Warn("data directory is accessible to all users (it holds messages and user names); chmod 700 it", "mode", fi.Mode().Perm().String())
+	}
+	h := &health{dir: o.Dir, floor: floor, log: log}
+	// A store below its floor does not start: opening writes (a new log,
+	// a MANIFEST, the flush of the recovered log) and must not hang.
+	if free, err := o.diskFree(o.Dir); err != nil {
+		log.Warn("cannot read the free space of the data directory's file system", "err", err)
+	} else {
+		h.free.Store(free)
+		if floor > 0 && free < floor {
+			return nil, fmt.Errorf("%w: %s: only %s free on its file system, below the floor of %s (store.min_free_bytes): free some space (or lower the floor) and start again",
+				ErrNoSpace, o.Dir, formatBytes(free), formatBytes(floor))
+		}
+	}
+	onFatal := o.OnFatal
+	if onFatal == nil {
+		onFatal = func(error) { os.Exit(ExitFatal) }
+	}
+	f := &fataler{log: log, dir: o.Dir, h: h, onFatal: onFatal}
+	g := newGuardFS(o.fs, h, o.retryInterval)
+	g.fatal = f.fatal
+	g.noWait.Store(true)
+	o.fs = g
+
 	// Look before locking, so a foreign directory does not even get our
 	// LOCK file.
 	desc, err := inspectDir(o.Dir)
 	if err != nil {
 		return nil, err
 	}
-	lock, err := pebble.LockDirectory(o.Dir, vfs.Default)
+	lock, err := pebble.LockDirectory(o.Dir, g)
 	if err != nil {
 		return nil, lockError(o.Dir, err)
 	}
-	s, err := open(o, log, desc, lock)
+	s, err := open(o, log, desc, lock, f, g)
 	if err != nil {
 		_ = lock.Close()
 		return nil, err
 	}
+	g.noWait.Store(false)
+	s.diskFree, s.interval = o.diskFree, o.checkInterval
+	s.monStop, s.monDone = make(chan struct{}), make(chan struct{})
+	go s.monitor()
 	return s, nil
+}
+
+// monitor reads the free space every interval and applies the floor.
+func (s *PebbleStore) monitor() {
+	defer close(s.monDone)
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	failed := false
+	for {
+		select {
+		case <-s.monStop:
+			return
+		case <-t.C:
+		}
+		free, err := s.diskFree(s.dir)
+		if err != nil {
+			if !failed {
+				s.log.Warn("cannot read the free space of the data directory's file system", "err", err)
+				failed = true
+			}
+			continue
+		}
+		failed = false
+		s.h.setFree(free)
+	}
+}
+
+// Writable reports whether durable writes are possible: nil, or an error
+// wrapping ErrNoSpace (the free space is below the floor, or the disk is
+// full; this clears by itself when space returns), ErrDegraded (a write
+// failed otherwise; until reopened) or ErrClosed. Commits fail with the
+// same error.
+func (s *PebbleStore) Writable() error {
+	if s.isClosed.Load() {
+		return ErrClosed
+	}
+	return s.h.writable()
 }
 
 // inspectDir returns the description of the Pebble database in dir, or an
@@ -136,8 +253,10 @@ func inspectDir(dir string) (*pebble.DBDesc, error) {
 	}
 	empty := true
 	for _, e := range entries {
-		// A lone LOCK file is what an interrupted first Open leaves.
-		if e.Name() != "LOCK" {
+		// A lone LOCK file is what an interrupted first Open leaves; the
+		// node keeps its generated HTTP admin password beside the store
+		// (also in memory mode, so a later durable start must accept it).
+		if e.Name() != "LOCK" && e.Name() != "http-admin-password" {
 			empty = false
 			break
 		}
@@ -165,7 +284,7 @@ func lockError(dir string, err error) error {
 	return fmt.Errorf("store: locking data directory %s: %w", dir, err)
 }
 
-func open(o Options, log *slog.Logger, desc *pebble.DBDesc, lock *pebble.Lock) (*PebbleStore, error) {
+func open(o Options, log *slog.Logger, desc *pebble.DBDesc, lock *pebble.Lock, f *fataler, g *guardFS) (*PebbleStore, error) {
 	format := pebbleFormat
 	if desc.Exists {
 		// Do not upgrade a database before knowing it is ours.
@@ -174,19 +293,24 @@ func open(o Options, log *slog.Logger, desc *pebble.DBDesc, lock *pebble.Lock) (
 	opts := &pebble.Options{
 		FS:                 o.fs,
 		Lock:               lock,
-		Logger:             pebbleLogger{log},
+		Logger:             &pebbleLogger{l: log, rl: newRateLimiter(o.logEvery), f: f},
 		FormatMajorVersion: format,
 		MemTableSize:       memTableSize,
 		ErrorIfNotExists:   desc.Exists,
 	}
+	watch := new(corruptionWatch)
+	opts.EventListener = watch.listener(f.h, log, &g.noWait)
 	db, err := pebble.Open(o.Dir, opts)
 	if err != nil {
+		if c := corruption(o.Dir, watch, err, false); errors.Is(c, ErrCorrupt) {
+			return nil, c
+		}
 		return nil, fmt.Errorf("store: opening %s: %w", o.Dir, err)
 	}
-	s := &PebbleStore{db: db, lock: lock, dir: o.Dir, log: log, wopts: pebble.Sync}
+	s := &PebbleStore{db: db, lock: lock, dir: o.Dir, log: log, wopts: pebble.Sync, h: f.h, guard: g, fatal: f, watch: watch}
 	if err := s.checkMeta(); err != nil {
 		_ = db.Close()
-		return nil, err
+		return nil, corruption(o.Dir, watch, err, false)
 	}
 	if db.FormatMajorVersion() < pebbleFormat {
 		if err := db.RatchetFormatMajorVersion(pebbleFormat); err != nil {
@@ -202,7 +326,11 @@ func open(o Options, log *slog.Logger, desc *pebble.DBDesc, lock *pebble.Lock) (
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
 		go s.syncLoop(o.SyncInterval)
 	}
-	log.Info("store opened", "sync", o.Sync)
+	attrs := []any{"sync", o.Sync}
+	if o.Sync == SyncInterval {
+		attrs = append(attrs, "sync_interval", o.SyncInterval)
+	}
+	log.Info("store opened", attrs...)
 	return s, nil
 }
 
@@ -253,15 +381,26 @@ func (s *PebbleStore) syncLoop(interval time.Duration) {
 		case <-s.stop:
 			return
 		case <-t.C:
-			if !s.dirty.Swap(false) {
+			// While writes wait for space, a sync would wait with them.
+			if s.h.writable() != nil || !s.dirty.Swap(false) {
 				continue
 			}
 			// An empty LogData record with Sync waits for an fsync of
-			// the WAL covering every earlier commit.
-			if err := s.db.LogData(nil, pebble.Sync); err != nil {
-				s.dirty.Store(true)
-				s.log.Error("syncing the write-ahead log failed", "err", err)
+			// the WAL covering every earlier commit. Applied without
+			// waiting, so a failed fsync is an error here rather than
+			// Pebble's fatal commit error.
+			b := s.db.NewBatch()
+			_ = b.LogData(nil, nil)
+			err := s.db.ApplyNoSyncWait(b, pebble.Sync)
+			if err == nil {
+				err = b.SyncWait()
 			}
+			if err != nil {
+				s.dirty.Store(true)
+				s.h.setFault(fmt.Errorf("syncing the write-ahead log: %w", err))
+				continue
+			}
+			_ = b.Close()
 		}
 	}
 }
@@ -275,7 +414,7 @@ func (s *PebbleStore) NewBatch() Batch {
 // write-ahead log fsyncs Pebble made (concurrent SyncAlways commits share
 // one).
 func (s *PebbleStore) Stats() Stats {
-	st := Stats{Commits: s.commits.Load()}
+	st := Stats{Commits: s.commits.Load(), FreeBytes: s.h.free.Load(), Degraded: s.h.writable() != nil}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -301,6 +440,9 @@ func (s *PebbleStore) Compact(ctx context.Context) error {
 	if s.closed {
 		return ErrClosed
 	}
+	if err := s.h.writable(); err != nil {
+		return err
+	}
 	if err := s.db.Compact(ctx, []byte{0x00}, []byte{0xFF}, true); err != nil {
 		return fmt.Errorf("store: compact: %w", err)
 	}
@@ -310,13 +452,24 @@ func (s *PebbleStore) Compact(ctx context.Context) error {
 // Close stops the background sync, closes the database (which fsyncs the
 // write-ahead log) and releases the directory. Commits after Close fail
 // with ErrClosed.
+//
+// Writes waiting for disk space give up first, so Close does not wait
+// for space to return: a synced commit still waiting fails, an unsynced
+// one is lost, Close reports the write error, and Pebble work it cannot
+// abandon (recording a finished flush in the MANIFEST) is fatal
+// (Options.OnFatal).
 func (s *PebbleStore) Close() error {
+	s.h.silence()
+	s.guard.close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
 	s.closed = true
+	s.isClosed.Store(true)
+	close(s.monStop)
+	<-s.monDone
 	if s.stop != nil {
 		close(s.stop)
 		<-s.done
@@ -337,6 +490,18 @@ func (s *PebbleStore) Close() error {
 // LoadedSession. Subscriptions, messages or inbound ids without a session
 // are skipped and logged.
 func (s *PebbleStore) LoadSessions(fn func(*LoadedSession) error) error {
+	var cbErr error
+	err := s.loadSessions(func(ls *LoadedSession) error {
+		cbErr = fn(ls)
+		return cbErr
+	})
+	if err != nil && err != cbErr && !errors.Is(err, ErrClosed) {
+		return corruption(s.dir, s.watch, err, true)
+	}
+	return err
+}
+
+func (s *PebbleStore) loadSessions(fn func(*LoadedSession) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -490,6 +655,18 @@ func clone[T any](s []T) []T {
 // LoadRetained calls fn for every retained message, in topic order. fn
 // may keep the message.
 func (s *PebbleStore) LoadRetained(fn func(*MessageRecord) error) error {
+	var cbErr error
+	err := s.loadRetained(func(m *MessageRecord) error {
+		cbErr = fn(m)
+		return cbErr
+	})
+	if err != nil && err != cbErr && !errors.Is(err, ErrClosed) {
+		return corruption(s.dir, s.watch, err, true)
+	}
+	return err
+}
+
+func (s *PebbleStore) loadRetained(fn func(*MessageRecord) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -669,17 +846,84 @@ func (b *pebbleBatch) commit(wopts *pebble.WriteOptions) error {
 		return nil
 	}
 	s := b.s
+	if err := s.h.writable(); err != nil {
+		return err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
-	if err := b.b.Commit(wopts); err != nil {
-		return fmt.Errorf("store: commit: %w", err)
+	// Pebble panics in a commit after a failed log write: that is fatal,
+	// handled like Fatalf (logged once, OnFatal).
+	defer func() {
+		if r := recover(); r != nil {
+			s.fatal.fatal(fmt.Errorf("pebble: commit: %v", r))
+			panic(r)
+		}
+	}()
+	var err error
+	if wopts.Sync {
+		err = b.commitSync()
+	} else if err = b.b.Commit(wopts); err != nil {
+		err = fmt.Errorf("store: commit: %w", err)
+		b.b = s.db.NewBatch() // Pebble does not reuse a failed batch
+	}
+	if err != nil {
+		return err
 	}
 	s.commits.Add(1)
 	if s.stop != nil {
 		s.dirty.Store(true)
+	}
+	return nil
+}
+
+// stuckGrace is how long a synced commit still waits for its fsync once
+// writes are stuck, before giving up on it.
+const stuckGrace = 100 * time.Millisecond
+
+// commitSync commits with Sync and waits for the fsync, unless writes get
+// stuck waiting for disk space meanwhile: then it returns the store's
+// error, leaving the batch to Pebble (it may still become durable when
+// space returns, like a commit whose acknowledgement is lost). A failed
+// fsync degrades the store (instead of being Pebble's fatal commit error).
+func (b *pebbleBatch) commitSync() error {
+	s := b.s
+	stuck := s.h.stuckChan()
+	pb := b.b
+	if err := s.db.ApplyNoSyncWait(pb, pebble.Sync); err != nil {
+		b.b = s.db.NewBatch()
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- pb.SyncWait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-stuck:
+		t := time.NewTimer(stuckGrace)
+		select {
+		case err = <-done:
+			t.Stop()
+		case <-t.C:
+			b.b = s.db.NewBatch()
+			go func() {
+				if <-done == nil {
+					_ = pb.Close()
+				}
+			}()
+			werr := s.h.writable()
+			if werr == nil {
+				werr = ErrNoSpace
+			}
+			return fmt.Errorf("%w (this commit may still become durable when writes resume)", werr)
+		}
+	}
+	if err != nil {
+		b.b = s.db.NewBatch()
+		s.h.setFault(fmt.Errorf("syncing the write-ahead log: %w", err))
+		return s.h.writable()
 	}
 	return nil
 }
@@ -694,21 +938,115 @@ func (b *pebbleBatch) reset() {
 }
 
 // pebbleLogger routes Pebble's log to slog. Pebble's informational lines
-// (flushes, compactions) go to Debug.
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Debug("pebble: " + strings.TrimSpace(fmt.Sprintf(format, args...)))
+// (flushes, compactions) go to Debug. Lines repeating the same format are
+// rate-limited (a failing background job retries in a tight loop).
+type pebbleLogger struct {
+	l  *slog.Logger
+	rl *rateLimiter
+	f  *fataler
 }
 
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error("pebble: " + strings.TrimSpace(fmt.Sprintf(format, args...)))
+func (p *pebbleLogger) Infof(format string, args ...any) {
+	if !p.l.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	if ok, n := p.rl.allow(format); ok {
+		p.l.Debug("pebble: "+strings.TrimSpace(fmt.Sprintf(format, args...)), suppressed(n)...)
+	}
+}
+
+func (p *pebbleLogger) Errorf(format string, args ...any) {
+	if ok, n := p.rl.allow(format); ok {
+		p.l.Error("pebble: "+strings.TrimSpace(fmt.Sprintf(format, args...)), suppressed(n)...)
+	}
 }
 
 // Fatalf is called by Pebble when it cannot continue (an unrecoverable
-// disk or corruption fault): log and panic.
-func (p pebbleLogger) Fatalf(format string, args ...any) {
+// disk or corruption fault): log once and end the process (OnFatal). It
+// must not return to Pebble: if OnFatal returns, it panics.
+func (p *pebbleLogger) Fatalf(format string, args ...any) {
 	msg := "pebble: " + strings.TrimSpace(fmt.Sprintf(format, args...))
-	p.l.Error(msg)
+	p.f.fatal(errors.New(msg))
 	panic(msg)
+}
+
+func suppressed(n int) []any {
+	if n == 0 {
+		return nil
+	}
+	return []any{"suppressed_repeats", n}
+}
+
+// defaultLogEvery is how often a repeating Pebble log line is written.
+const defaultLogEvery = 10 * time.Second
+
+// rateLimiter lets one line per key through every period and counts the
+// ones it drops.
+type rateLimiter struct {
+	every time.Duration
+	mu    sync.Mutex
+	m     map[string]*rlEntry
+}
+
+type rlEntry struct {
+	next       time.Time
+	suppressed int
+}
+
+func newRateLimiter(every time.Duration) *rateLimiter {
+	return &rateLimiter{every: every, m: make(map[string]*rlEntry)}
+}
+
+// allow reports whether to log a line with this key, and how many were
+// dropped since the last one logged.
+func (r *rateLimiter) allow(key string) (bool, int) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.m[key]
+	if e == nil {
+		// Keys are Pebble's format strings, a bounded set; bound anyway.
+		if len(r.m) >= 1024 {
+			clear(r.m)
+		}
+		r.m[key] = &rlEntry{next: now.Add(r.every)}
+		return true, 0
+	}
+	if now.Before(e.next) {
+		e.suppressed++
+		return false, 0
+	}
+	n := e.suppressed
+	e.next, e.suppressed = now.Add(r.every), 0
+	return true, n
+}
+
+// fataler handles a fault Pebble cannot continue from: it degrades the
+// store, logs one line saying what to do, and calls OnFatal.
+type fataler struct {
+	once    sync.Once
+	log     *slog.Logger
+	dir     string
+	h       *health
+	onFatal func(error)
+}
+
+func (f *fataler) fatal(err error) {
+	f.once.Do(func() {
+		f.h.silence()
+		f.h.setFault(err)
+		f.log.Error("store: unrecoverable storage fault, exiting", "err", err, "what_to_do", fatalAdvice(err, f.dir))
+	})
+	f.onFatal(err)
+}
+
+func fatalAdvice(err error, dir string) string {
+	msg := err.Error()
+	switch {
+	case isNoSpace(err) || strings.Contains(msg, "no space left on device") || strings.Contains(msg, "disk quota exceeded"):
+		return "the disk is full: free space on the file system of " + dir + " and start again (everything fsynced is intact)"
+	case strings.Contains(msg, "corrupt") || strings.Contains(msg, "checksum") || strings.Contains(msg, "mismatch"):
+		return "the data is corrupt: run `isobar store check --data-dir " + dir + "`; `isobar store reset --data-dir " + dir + "` moves it aside to start empty"
+	}
+	return "check the system log for disk errors, then start again"
 }

@@ -447,7 +447,7 @@ func TestRefuseForeignDirectory(t *testing.T) {
 	})
 	t.Run("pebble without meta", func(t *testing.T) {
 		dir := t.TempDir()
-		db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)}})
+		db, err := pebble.Open(dir, &pebble.Options{Logger: testPebbleLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -462,7 +462,7 @@ func TestRefuseForeignDirectory(t *testing.T) {
 			t.Fatalf("Open: %v", err)
 		}
 		// Still there, and the directory is unlocked again.
-		db, err = pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)}})
+		db, err = pebble.Open(dir, &pebble.Options{Logger: testPebbleLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -478,7 +478,7 @@ func TestRefuseForeignDirectory(t *testing.T) {
 		// foreign one of the same format is refused and left as it was.
 		for _, ours := range []bool{true, false} {
 			dir := t.TempDir()
-			db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)},
+			db, err := pebble.Open(dir, &pebble.Options{Logger: testPebbleLogger(),
 				FormatMajorVersion: pebble.FormatMinSupported})
 			if err != nil {
 				t.Fatal(err)
@@ -515,7 +515,7 @@ func TestRefuseForeignDirectory(t *testing.T) {
 	t.Run("empty pebble is initialised", func(t *testing.T) {
 		// What a crash between Pebble's creation and the meta write leaves.
 		dir := t.TempDir()
-		db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)}})
+		db, err := pebble.Open(dir, &pebble.Options{Logger: testPebbleLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -788,6 +788,9 @@ func TestCorruptRecordsAreErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), keyString(tc.key)) {
 				t.Fatalf("error does not name the key %s: %v", keyString(tc.key), err)
 			}
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error does not wrap ErrCorrupt: %v", err)
+			}
 		})
 	}
 }
@@ -1032,4 +1035,11 @@ func (f slowSyncFile) SyncData() error {
 func (f slowSyncFile) SyncTo(length int64) (bool, error) {
 	time.Sleep(f.delay)
 	return f.File.SyncTo(length)
+}
+
+// testPebbleLogger is a silent logger for opening Pebble directly.
+func testPebbleLogger() *pebbleLogger {
+	log := slog.New(slog.DiscardHandler)
+	return &pebbleLogger{l: log, rl: newRateLimiter(time.Second),
+		f: &fataler{log: log, h: &health{log: log}, onFatal: func(error) {}}}
 }

@@ -8,10 +8,24 @@
 // the changes are sent only after Commit returns.
 //
 // The Pebble implementation (Open) is the production store; the key and
-// value encodings are versioned and documented in encoding.go.
+// value encodings are versioned and documented in encoding.go. It refuses
+// writes rather than crash when the disk is (nearly) full, and recovers
+// when space returns (space.go); damaged files are errors naming them
+// (corrupt.go, with Check and Reset behind `isobar store`). Faulty injects
+// failures for tests of the store's users.
 package store
 
-import "github.com/isobar-mq/isobar/internal/mqtt/packet"
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+)
 
 // SyncPolicy says when a commit is durable.
 type SyncPolicy string
@@ -36,6 +50,16 @@ const (
 	StateReleased  byte = 2 // QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
 )
 
+// Origin kinds of a MessageRecord (OriginKind). The store does not
+// interpret them: any byte round-trips.
+const (
+	OriginClient  uint8 = 0 // an MQTT client (From is its client identifier)
+	OriginServer  uint8 = 1 // the server itself (REST API, $SYS)
+	OriginBridge  uint8 = 2 // a bridge to another broker
+	OriginGateway uint8 = 3 // a protocol gateway (STOMP)
+	OriginCluster uint8 = 4 // another node of the cluster
+)
+
 // MessageRecord is an application message, plus, when it belongs to a
 // session, how it is delivered to that session.
 type MessageRecord struct {
@@ -44,9 +68,17 @@ type MessageRecord struct {
 	QoS      byte // as published
 	Retain   bool // as published
 	Props    packet.Properties
-	Received int64 // unix nanoseconds (wall clock)
-	Expiry   int64 // unix nanoseconds, 0 = never
-	From     string
+	Received int64  // unix nanoseconds (wall clock)
+	Expiry   int64  // unix nanoseconds, 0 = never
+	From     string // client identifier of the publisher ("" if none)
+
+	// Identity and origin, for de-duplication across cluster nodes and
+	// loop prevention across bridges. The store keeps them as given.
+	IDNode     uint64 // hash of the name of the node that first accepted the message
+	IDSeq      uint64 // sequence on that node; (IDNode, IDSeq) is unique in a cluster
+	Hops       uint8  // broker-to-broker links (bridge, cluster) the message has crossed
+	OriginKind uint8  // one of the Origin constants
+	OriginName string // listener, bridge or gateway name ("" if none)
 
 	// Delivery to a session (zero for retained and will messages).
 	DeliverQoS    byte
@@ -65,6 +97,10 @@ type SessionRecord struct {
 	// 0 while it is connected. Expiry after a restart counts from it.
 	DisconnectedAt int64
 	Username       string
+	// Role is the client's authorization role as the auth package numbers
+	// it (0 = ordinary ACL-governed client), so a restored session is
+	// authorized as what it was. The store does not interpret it.
+	Role uint8
 	// Will is the will of the current connection (while online: a crash
 	// ends that connection abnormally, so the will is due after a
 	// restart), or of the last one while its publication is pending
@@ -122,7 +158,9 @@ type Batch interface {
 	// Len is the number of mutations recorded.
 	Len() int
 	// Commit applies the batch and waits per the sync policy. The batch
-	// is empty and reusable afterwards.
+	// is empty and reusable afterwards. While the store is not writable
+	// it fails at once with the error of Store.Writable (wrapping
+	// ErrNoSpace or ErrDegraded) and applies nothing.
 	Commit() error
 	// CommitNoSync applies the batch without waiting for durability (it
 	// becomes durable with the next synced commit). For changes whose loss
@@ -136,6 +174,11 @@ type Stats struct {
 	Commits        uint64
 	Syncs          uint64
 	SyncSecondsSum float64
+	// Degraded is true while Writable reports an error.
+	Degraded bool
+	// FreeBytes is the free space of the data directory's file system
+	// at the last check (0 if unknown).
+	FreeBytes uint64
 }
 
 // Store is the durable state of one node.
@@ -146,5 +189,159 @@ type Store interface {
 	// LoadRetained calls fn for every retained message.
 	LoadRetained(fn func(*MessageRecord) error) error
 	Stats() Stats
+	// Writable is nil when durable writes are possible, otherwise an
+	// error wrapping ErrNoSpace (not enough free disk space; clears by
+	// itself when space returns), ErrDegraded (writes failed otherwise)
+	// or ErrClosed. It is cheap enough to call for every readiness probe.
+	Writable() error
 	Close() error
+}
+
+// snapshotMagic starts every EncodeSession value; snapshotV1 follows it.
+const (
+	snapshotMagic = "isobar-session"
+	snapshotV1    = 1
+)
+
+// EncodeSession returns a self-contained, versioned snapshot of a whole
+// session (its record, subscriptions, messages with their sequence
+// numbers, inbound QoS 2 ids), for moving a session between nodes. The
+// format is documented in encoding.go. The snapshot is canonical:
+// subscriptions are written in filter order, messages in sequence order,
+// inbound ids in increasing order, whatever the order in ls (ls is not
+// modified). ls must be a valid session as LoadSessions returns one:
+// filters, sequence numbers and inbound ids unique, no U+0000 in the client
+// id; DecodeSession rejects a snapshot of anything else.
+func EncodeSession(ls *LoadedSession) []byte {
+	subs := ls.Subscriptions
+	if !slices.IsSortedFunc(subs, cmpSub) {
+		subs = slices.SortedStableFunc(slices.Values(subs), cmpSub)
+	}
+	msgs := ls.Messages
+	if !slices.IsSortedFunc(msgs, cmpSeq) {
+		msgs = slices.SortedStableFunc(slices.Values(msgs), cmpSeq)
+	}
+	inb := ls.Inbound
+	if !slices.IsSorted(inb) {
+		inb = slices.Sorted(slices.Values(inb))
+	}
+
+	dst := append(make([]byte, 0, 256), snapshotMagic...)
+	dst = append(dst, snapshotV1)
+	dst = appendStr(dst, ls.Session.ClientID)
+	var scratch []byte
+	scratch = appendSession(scratch[:0], &ls.Session)
+	dst = appendBytes(dst, scratch)
+	dst = binary.AppendUvarint(dst, uint64(len(subs)))
+	for i := range subs {
+		dst = appendStr(dst, subs[i].Filter)
+		scratch = appendSubscription(scratch[:0], &subs[i])
+		dst = appendBytes(dst, scratch)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(msgs)))
+	for i := range msgs {
+		m := &msgs[i].Msg
+		dst = binary.AppendUvarint(dst, msgs[i].Seq)
+		h := messageHeadLen(m)
+		dst = binary.AppendUvarint(dst, uint64(1+uvarintLen(uint64(h))+h+len(m.Payload)))
+		dst = appendMessageHead(dst, m, h)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(inb)))
+	for _, id := range inb {
+		dst = binary.AppendUvarint(dst, uint64(id))
+	}
+	return dst
+}
+
+func cmpSub(a, b SubscriptionRecord) int { return strings.Compare(a.Filter, b.Filter) }
+func cmpSeq(a, b SeqMessage) int         { return cmp.Compare(a.Seq, b.Seq) }
+
+// DecodeSession decodes a snapshot written by EncodeSession. It rejects a
+// value that is not one (wrong magic, unknown snapshot version), any
+// corrupt embedded record, records out of order or repeated, and trailing
+// bytes, and never panics. The result does not alias b.
+func DecodeSession(b []byte) (*LoadedSession, error) {
+	ls, err := decodeSnapshot(b)
+	if err != nil {
+		return nil, fmt.Errorf("store: session snapshot: %w", err)
+	}
+	return ls, nil
+}
+
+func decodeSnapshot(b []byte) (*LoadedSession, error) {
+	if len(b) < len(snapshotMagic)+1 || string(b[:len(snapshotMagic)]) != snapshotMagic {
+		return nil, errors.New("not a session snapshot")
+	}
+	if v := b[len(snapshotMagic)]; v != snapshotV1 {
+		return nil, fmt.Errorf("unknown snapshot version %d", v)
+	}
+	d := decoder{b: b[len(snapshotMagic)+1:]}
+	ls := new(LoadedSession)
+	clientID := d.str("client id")
+	sv := d.bytes("session")
+	if d.err != nil {
+		return nil, d.err
+	}
+	if !validKeyString(clientID) {
+		return nil, errNUL
+	}
+	if err := decodeSession(sv, &ls.Session); err != nil {
+		return nil, err
+	}
+	ls.Session.ClientID = clientID
+
+	// Every element takes at least two bytes (one for inbound ids): bound
+	// counts by what is left so a corrupt count cannot allocate more than
+	// the snapshot's size.
+	if n := d.uvarint("subscription count", uint64(d.left()/2)); n > 0 {
+		ls.Subscriptions = make([]SubscriptionRecord, n)
+		for i := range ls.Subscriptions {
+			sub := &ls.Subscriptions[i]
+			filter := d.str("filter")
+			v := d.bytes("subscription")
+			if d.err != nil {
+				return nil, d.err
+			}
+			if err := decodeSubscription(v, sub); err != nil {
+				return nil, fmt.Errorf("filter %q: %w", filter, err)
+			}
+			sub.Filter = filter
+			if i > 0 && ls.Subscriptions[i-1].Filter >= filter {
+				return nil, fmt.Errorf("subscription %q out of order or repeated", filter)
+			}
+		}
+	}
+	if n := d.uvarint("message count", uint64(d.left()/2)); n > 0 {
+		ls.Messages = make([]SeqMessage, n)
+		for i := range ls.Messages {
+			sm := &ls.Messages[i]
+			sm.Seq = d.uvarint("sequence number", math.MaxUint64)
+			v := d.bytes("message")
+			if d.err != nil {
+				return nil, d.err
+			}
+			if err := decodeMessage(v, &sm.Msg); err != nil {
+				return nil, fmt.Errorf("message %d: %w", sm.Seq, err)
+			}
+			if i > 0 && ls.Messages[i-1].Seq >= sm.Seq {
+				return nil, fmt.Errorf("message %d out of order or repeated", sm.Seq)
+			}
+		}
+	}
+	if n := d.uvarint("inbound count", uint64(d.left())); n > 0 {
+		ls.Inbound = make([]uint16, n)
+		for i := range ls.Inbound {
+			ls.Inbound[i] = uint16(d.uvarint("inbound packet id", math.MaxUint16))
+			if d.err == nil && i > 0 && ls.Inbound[i-1] >= ls.Inbound[i] {
+				return nil, fmt.Errorf("inbound id %d out of order or repeated", ls.Inbound[i])
+			}
+		}
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if d.left() != 0 {
+		return nil, fmt.Errorf("%d trailing bytes", d.left())
+	}
+	return ls, nil
 }

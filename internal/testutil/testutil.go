@@ -1,9 +1,13 @@
 // Package testutil holds small helpers shared by Isobar's tests: polling with
-// a deadline (CheckFor) and a raw MQTT connection (RawConn) that writes and
-// expects exact bytes.
+// a deadline (CheckFor), a raw MQTT connection (RawConn) that writes and
+// expects exact bytes, and in-process nodes (RunNode). What a test does
+// when a peer program, data or capability is missing (skip on a developer's
+// machine, fail in CI) is decided by the subpackage peer, which depends on
+// the standard library only so that every package's tests can use it.
 //
-// The package has no dependencies outside the standard library except the
-// project's own MQTT codec, used by RawConn.ReadPacket.
+// The package has no dependencies outside the standard library and the
+// project's own packages (the MQTT codec for RawConn.ReadPacket, config and
+// node for RunNode).
 package testutil
 
 import (

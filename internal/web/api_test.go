@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -708,32 +710,59 @@ func TestStaticAndHeaders(t *testing.T) {
 	}
 }
 
-// TestGeneratedAdminPassword: without http.users, a password is generated,
-// logged once, and works.
+// TestGeneratedAdminPassword: without http.users, a password is generated
+// into a file only the broker's user can read, never into the log (which
+// only names the file), and works.
 func TestGeneratedAdminPassword(t *testing.T) {
-	cfg, err := config.Parse([]byte("listeners:\n  - {name: mqtt, protocol: mqtt, address: \"127.0.0.1:0\"}\nstore: {mode: memory}\nsys_interval: 0s\nhttp: {address: \"127.0.0.1:0\"}\n"))
-	if err != nil {
+	path := filepath.Join(t.TempDir(), "sub", "admin-pw")
+	// A stale file with loose permissions is replaced, not reused.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var buf syncBuffer
-	n, err := node.Start(cfg, slog.New(slog.NewTextHandler(&buf, nil)))
-	if err != nil {
+	if err := os.WriteFile(path, []byte("old\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = n.Stop(context.Background()) }()
-	m := regexp.MustCompile(`generated a password.* username=admin password=(\S+)`).FindStringSubmatch(buf.String())
-	if m == nil {
-		t.Fatalf("no generated password in log:\n%s", buf.String())
+	log, n := startLogged(t, fmt.Sprintf("store: {mode: memory}\nhttp: {address: \"127.0.0.1:0\", generated_password_file: %q}\n", path))
+	pw := readPasswordFile(t, path)
+	if strings.Contains(log.String(), pw) {
+		t.Errorf("generated password in the log:\n%s", log.String())
 	}
-	if strings.Count(buf.String(), m[1]) != 1 {
-		t.Error("password logged more than once")
+	if !regexp.MustCompile(`generated a password.* username=admin password_file=` + regexp.QuoteMeta(path)).MatchString(log.String()) {
+		t.Errorf("the log does not say where the password is:\n%s", log.String())
 	}
 	e := &env{t: t, n: n, base: "http://" + n.HTTP.Addr().String()}
 	r := e.do(req{method: "GET", path: "/api/v1/stats", header: map[string]string{
-		"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:"+m[1]))}})
+		"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:"+pw))}})
 	if r.code != 200 {
 		t.Fatalf("generated password refused: %d %s", r.code, r.body)
 	}
+	// An unwritable place for the password is an error at start.
+	cfg, err := config.Parse([]byte("listeners:\n  - {name: mqtt, protocol: mqtt, address: \"127.0.0.1:0\"}\nstore: {mode: memory}\nsys_interval: 0s\n" +
+		fmt.Sprintf("http: {address: \"127.0.0.1:0\", generated_password_file: %q}\n", filepath.Join(path, "under-a-file"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := node.Start(cfg, slog.New(slog.DiscardHandler)); err == nil {
+		_ = n.Stop(context.Background())
+		t.Error("node started without a place for the generated password")
+	}
+}
+
+// startLogged starts a node (one MQTT listener, no $SYS) from extra
+// configuration, logging into the returned buffer; it stops with the test.
+func startLogged(t *testing.T, extra string) (*syncBuffer, *node.Node) {
+	t.Helper()
+	cfg, err := config.Parse([]byte("listeners:\n  - {name: mqtt, protocol: mqtt, address: \"127.0.0.1:0\"}\nsys_interval: 0s\n" + extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := &syncBuffer{}
+	n, err := node.Start(cfg, slog.New(slog.NewTextHandler(buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Stop(context.Background()) })
+	return buf, n
 }
 
 // TestDefaultAddressBestEffort: when the default port is taken and no

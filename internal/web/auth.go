@@ -1,13 +1,14 @@
 package web
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
-	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,20 +19,19 @@ import (
 // Authentication: HTTP Basic with an administrator's password, a bearer
 // API key, or the console's session cookie. Password checks are argon2id
 // (tens of milliseconds and megabytes each), so they are bounded: at most
-// verifySlots run at once, a successful check is cached briefly (so a
-// script using Basic auth does not pay it on every call), and a source
-// address that fails too often is refused for a while (429).
+// verifySlots run at once and a check waits at most verifyWait for a slot
+// (503 after), a successful check is cached briefly (so a script using
+// Basic auth does not pay it on every call), and attempts are throttled
+// per address and per user name (see throttle.go).
 
 const (
-	cookieName   = "isobar_session"
-	csrfHeader   = "X-Isobar-CSRF"
-	verifySlots  = 2
-	okCacheTTL   = 5 * time.Minute
-	okCacheMax   = 256
-	maxSessions  = 1024
-	failWindow   = 5 * time.Minute
-	failLimit    = 10
-	failTrackMax = 10000
+	cookieName  = "isobar_session"
+	csrfHeader  = "X-Isobar-CSRF"
+	verifySlots = 2
+	verifyWait  = 5 * time.Second
+	okCacheTTL  = 5 * time.Minute
+	okCacheMax  = 256
+	maxSessions = 1024
 )
 
 // principal is who made a request and how.
@@ -39,6 +39,8 @@ type principal struct {
 	name   string // user name, or "apikey:<name>"
 	method string // "basic", "bearer" or "session"
 	sess   *session
+	role   role
+	topics []string // allow list; nil = every topic
 }
 
 type session struct {
@@ -48,50 +50,83 @@ type session struct {
 	expires time.Time
 }
 
-type failRecord struct {
-	count int
-	first time.Time
+// account is a configured administrator or API key's permissions.
+type account struct {
+	hash   string // password hash (users only)
+	role   role
+	topics []string
 }
 
 type authenticator struct {
-	users map[string]string // user -> hash
-	keys  []APIKey
-	khash [][]byte
-	ttl   time.Duration
-	now   func() time.Time
+	users   map[string]account
+	keys    []APIKey
+	khash   [][]byte
+	kacct   []account
+	ttl     time.Duration
+	now     func() time.Time
+	proxies proxies
 
 	slots chan struct{}
+	wait  time.Duration
 
 	mu       sync.Mutex
 	okCache  map[[32]byte]time.Time
 	sessions map[string]*session
-	fails    map[string]*failRecord
+	addrs    *limiter
+	names    *limiter
 }
 
 var (
 	errNoCredentials  = errors.New("authentication required")
 	errBadCredentials = errors.New("invalid credentials")
-	errTooMany        = errors.New("too many failed attempts; try again later")
 	errCSRF           = errors.New("missing or invalid " + csrfHeader + " header")
+	errBusy           = errors.New("too many password checks in progress; try again shortly")
 )
 
+// throttledError is a refused attempt: the address or user name failed
+// too often.
+type throttledError struct{ retry time.Duration }
+
+func (e *throttledError) Error() string {
+	return "too many failed attempts; try again later"
+}
+
+// retryAfter is e's Retry-After header value, in whole seconds (at least 1).
+func (e *throttledError) retryAfter() string {
+	s := int64((e.retry + time.Second - 1) / time.Second)
+	return strconv.FormatInt(max(s, 1), 10)
+}
+
+// newAuthenticator builds the authenticator of a validated configuration.
 func newAuthenticator(cfg Config) *authenticator {
 	a := &authenticator{
-		users:    make(map[string]string, len(cfg.Users)),
+		users:    make(map[string]account, len(cfg.Users)),
 		keys:     cfg.APIKeys,
 		ttl:      cfg.SessionTTL,
 		now:      time.Now,
 		slots:    make(chan struct{}, verifySlots),
+		wait:     verifyWait,
 		okCache:  make(map[[32]byte]time.Time),
 		sessions: make(map[string]*session),
-		fails:    make(map[string]*failRecord),
+		addrs:    newLimiter(addrLimits(), nil),
 	}
+	names := make([]string, 0, len(cfg.Users))
 	for _, u := range cfg.Users {
-		a.users[u.Username] = u.PasswordHash
+		r, _ := parseRole(u.Role) // validated by Config.Validate
+		a.users[u.Username] = account{hash: u.PasswordHash, role: r, topics: u.Topics}
+		names = append(names, nameKey(u.Username))
 	}
+	a.names = newLimiter(nameLimits(), names)
 	for _, k := range cfg.APIKeys {
 		h, _ := parseKeyHash(k.Hash) // validated by Config.Validate
 		a.khash = append(a.khash, h)
+		r, _ := parseRole(k.Role)
+		a.kacct = append(a.kacct, account{role: r, topics: k.Topics})
+	}
+	for _, p := range cfg.TrustedProxies {
+		if pp, err := parseProxy(p); err == nil {
+			a.proxies = append(a.proxies, pp)
+		}
 	}
 	return a
 }
@@ -102,73 +137,116 @@ func randomToken(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// source is the client address of r as the throttle sees it (the key)
+// and as logs show it.
+func (a *authenticator) source(r *http.Request) (key, shown string) {
+	addr, raw, ok := a.proxies.clientAddr(r)
+	if !ok {
+		return raw, raw
 	}
-	return host
+	return addrKey(addr), addr.String()
 }
 
-// blocked reports whether ip has failed too often recently.
-func (a *authenticator) blocked(ip string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	f := a.fails[ip]
-	if f == nil {
-		return false
-	}
-	if a.now().Sub(f.first) > failWindow {
-		delete(a.fails, ip)
-		return false
-	}
-	return f.count >= failLimit
-}
-
-func (a *authenticator) failed(ip string) {
+// admit reserves a throttled attempt for the address key and, when user is
+// not empty, the user name.
+func (a *authenticator) admit(addr, user string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.now()
-	f := a.fails[ip]
-	if f == nil || now.Sub(f.first) > failWindow {
-		if len(a.fails) >= failTrackMax {
-			for k, v := range a.fails {
-				if now.Sub(v.first) > failWindow {
-					delete(a.fails, k)
-				}
-			}
-			if len(a.fails) >= failTrackMax {
-				clear(a.fails) // under attack from many sources: start over
-			}
-		}
-		f = &failRecord{first: now}
-		a.fails[ip] = f
+	ok, retry := a.addrs.admit(addr, now)
+	if !ok {
+		return &throttledError{retry: retry}
 	}
-	f.count++
+	if user != "" {
+		if ok, retry = a.names.admit(nameKey(user), now); !ok {
+			a.addrs.done(addr, now, false, false)
+			return &throttledError{retry: retry}
+		}
+	}
+	return nil
 }
 
-// checkPassword verifies an administrator's password.
-func (a *authenticator) checkPassword(user, password string) bool {
-	hash, ok := a.users[user]
-	key := sha256.Sum256([]byte(user + "\x00" + password))
+// finish ends an attempt admit allowed.
+func (a *authenticator) finish(addr, user string, checked, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	a.addrs.done(addr, now, checked, ok)
+	if user != "" {
+		a.names.done(nameKey(user), now, checked, ok)
+	}
+}
+
+// attempt checks a password, throttled. The error is nil (the password is
+// right), errBadCredentials, a *throttledError or errBusy.
+func (a *authenticator) attempt(ctx context.Context, addr, user, password string) error {
+	if a.cachedOK(addr, user, password) {
+		return nil
+	}
+	if err := a.admit(addr, user); err != nil {
+		return err
+	}
+	ok, err := a.checkPassword(ctx, user, password)
+	a.finish(addr, user, err == nil, ok)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errBadCredentials
+	}
+	return nil
+}
+
+// okKey is the okCache key of a user name and password.
+func okKey(user, password string) [32]byte {
+	return sha256.Sum256([]byte(user + "\x00" + password))
+}
+
+// cachedOK reports whether user and password were verified recently and
+// neither the address nor the user name is blocked. Such a request is not
+// counted as in flight, so a script sending many requests in parallel with
+// the right password is not slowed by the throttle; a blocked key still
+// gets 429, so the cache is no way around it.
+func (a *authenticator) cachedOK(addr, user, password string) bool {
+	key := okKey(user, password)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	exp, hit := a.okCache[key]
+	return hit && now.Before(exp) && !a.addrs.blocked(addr, now) && !a.names.blocked(nameKey(user), now)
+}
+
+// checkPassword verifies an administrator's password. It waits at most
+// a.wait (and while ctx lasts) for a verification slot: errBusy after.
+func (a *authenticator) checkPassword(ctx context.Context, user, password string) (bool, error) {
+	acct, ok := a.users[user]
+	key := okKey(user, password)
 	if ok {
 		a.mu.Lock()
 		exp, hit := a.okCache[key]
 		a.mu.Unlock()
 		if hit && a.now().Before(exp) {
-			return true
+			return true, nil
 		}
 	}
-	a.slots <- struct{}{}
+	t := time.NewTimer(a.wait)
+	defer t.Stop()
+	select {
+	case a.slots <- struct{}{}:
+	case <-t.C:
+		return false, errBusy
+	case <-ctx.Done():
+		return false, errBusy
+	}
 	defer func() { <-a.slots }()
 	if !ok {
 		// Same cost for unknown users, so timing does not reveal them.
 		_, _ = auth.VerifyHash(dummyHash(), []byte(password))
-		return false
+		return false, nil
 	}
-	match, err := auth.VerifyHash(hash, []byte(password))
+	match, err := auth.VerifyHash(acct.hash, []byte(password))
 	if err != nil || !match {
-		return false
+		return false, nil
 	}
 	a.mu.Lock()
 	if len(a.okCache) >= okCacheMax {
@@ -176,7 +254,7 @@ func (a *authenticator) checkPassword(user, password string) bool {
 	}
 	a.okCache[key] = a.now().Add(okCacheTTL)
 	a.mu.Unlock()
-	return true
+	return true, nil
 }
 
 // dummyHash is an argon2id hash of a random password with the default
@@ -191,7 +269,7 @@ var dummyHash = sync.OnceValue(func() string {
 
 // checkKey finds the API key whose hash matches token, comparing against
 // every key in constant time.
-func (a *authenticator) checkKey(token string) (string, bool) {
+func (a *authenticator) checkKey(token string) (*principal, bool) {
 	sum := sha256.Sum256([]byte(token))
 	found := -1
 	for i, h := range a.khash {
@@ -200,9 +278,16 @@ func (a *authenticator) checkKey(token string) (string, bool) {
 		}
 	}
 	if found < 0 {
-		return "", false
+		return nil, false
 	}
-	return a.keys[found].Name, true
+	k := a.kacct[found]
+	return &principal{name: "apikey:" + a.keys[found].Name, method: "bearer", role: k.role, topics: k.topics}, true
+}
+
+// userPrincipal is the principal of a configured user.
+func (a *authenticator) userPrincipal(user, method string, s *session) *principal {
+	acct := a.users[user]
+	return &principal{name: user, method: method, sess: s, role: acct.role, topics: acct.topics}
 }
 
 func (a *authenticator) newSession(user string) *session {
@@ -251,33 +336,36 @@ func (a *authenticator) endSession(token string) {
 // header are judged by it alone; otherwise the session cookie counts.
 // Cookie-authenticated requests that change state must carry the
 // session's CSRF token in the X-Isobar-CSRF header.
+//
+// Password checks are throttled (a *throttledError while the address or
+// user name is blocked, before the password is looked at). A valid API key
+// or session cookie is never throttled; a wrong API key counts as a failure
+// of its address.
 func (a *authenticator) authenticate(r *http.Request) (*principal, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, cred, _ := strings.Cut(h, " ")
 		cred = strings.TrimSpace(cred)
 		switch strings.ToLower(scheme) {
 		case "basic":
-			ip := clientIP(r)
-			if a.blocked(ip) {
-				return nil, errTooMany
-			}
+			addr, _ := a.source(r)
 			user, pass, ok := r.BasicAuth()
-			if !ok || !a.checkPassword(user, pass) {
-				a.failed(ip)
-				return nil, errBadCredentials
-			}
-			return &principal{name: user, method: "basic"}, nil
-		case "bearer":
-			ip := clientIP(r)
-			if a.blocked(ip) {
-				return nil, errTooMany
-			}
-			name, ok := a.checkKey(cred)
 			if !ok {
-				a.failed(ip)
 				return nil, errBadCredentials
 			}
-			return &principal{name: "apikey:" + name, method: "bearer"}, nil
+			if err := a.attempt(r.Context(), addr, user, pass); err != nil {
+				return nil, err
+			}
+			return a.userPrincipal(user, "basic", nil), nil
+		case "bearer":
+			if p, ok := a.checkKey(cred); ok {
+				return p, nil
+			}
+			addr, _ := a.source(r)
+			if err := a.admit(addr, ""); err != nil {
+				return nil, err
+			}
+			a.finish(addr, "", true, false)
+			return nil, errBadCredentials
 		default:
 			return nil, errBadCredentials
 		}
@@ -297,5 +385,5 @@ func (a *authenticator) authenticate(r *http.Request) (*principal, error) {
 			return nil, errCSRF
 		}
 	}
-	return &principal{name: s.user, method: "session", sess: s}, nil
+	return a.userPrincipal(s.user, "session", s), nil
 }

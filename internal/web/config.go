@@ -42,6 +42,23 @@ type Config struct {
 	SessionTTL time.Duration `yaml:"session_ttl,omitempty"`
 	// MaxBodySize limits request bodies in bytes (default 1 MiB).
 	MaxBodySize int64 `yaml:"max_body_size,omitempty"`
+	// AllowedHosts are the host names accepted in the Host header, besides
+	// IP address literals (which DNS rebinding cannot forge), "localhost"
+	// and the host of Address. "*" accepts any host. An entry "*.example.com"
+	// accepts every subdomain of example.com.
+	AllowedHosts []string `yaml:"allowed_hosts,omitempty"`
+	// TrustedProxies are addresses or CIDR prefixes of reverse proxies whose
+	// X-Forwarded-For header names the client (for login throttling and
+	// logs). Empty: X-Forwarded-For is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies,omitempty"`
+	// CookieSecure marks the session cookie Secure. Unset: Secure exactly
+	// when the listener itself serves TLS; set true behind a proxy that
+	// terminates TLS.
+	CookieSecure *bool `yaml:"cookie_secure,omitempty"`
+	// GeneratedPasswordFile is where the password generated for "admin"
+	// (when Users is empty) is written, mode 0600. Empty: the node's choice
+	// (http-admin-password in store.data_dir).
+	GeneratedPasswordFile string `yaml:"generated_password_file,omitempty"`
 }
 
 // TLSConfig is a certificate and key for HTTPS.
@@ -56,6 +73,11 @@ type TLSConfig struct {
 type User struct {
 	Username     string `yaml:"username"`
 	PasswordHash string `yaml:"password_hash"`
+	// Role is read, publish or admin (the default); see docs/api.md.
+	Role string `yaml:"role,omitempty"`
+	// Topics, when set, are the MQTT topic filters this user may publish
+	// to and see or change the retained messages of through the API.
+	Topics []string `yaml:"topics,omitempty"`
 }
 
 // APIKey is a named bearer token. Hash is "sha256:" followed by the
@@ -64,6 +86,9 @@ type User struct {
 type APIKey struct {
 	Name string `yaml:"name"`
 	Hash string `yaml:"hash"`
+	// Role and Topics as for User.
+	Role   string   `yaml:"role,omitempty"`
+	Topics []string `yaml:"topics,omitempty"`
 }
 
 // DefaultConfig is the http: section used when the file has none.
@@ -108,6 +133,9 @@ func (c *Config) Validate() error {
 		if _, err := auth.VerifyHash(u.PasswordHash, nil); err != nil {
 			return fmt.Errorf("http.users[%d] (%s): password_hash: %v (create one with \"isobar passwd\")", i, u.Username, err)
 		}
+		if err := validPermissions(u.Role, u.Topics); err != nil {
+			return fmt.Errorf("http.users[%d] (%s): %v", i, u.Username, err)
+		}
 	}
 	names := map[string]bool{}
 	for i, k := range c.APIKeys {
@@ -121,12 +149,41 @@ func (c *Config) Validate() error {
 		if _, err := parseKeyHash(k.Hash); err != nil {
 			return fmt.Errorf("http.api_keys[%d] (%s): hash: %v", i, k.Name, err)
 		}
+		if err := validPermissions(k.Role, k.Topics); err != nil {
+			return fmt.Errorf("http.api_keys[%d] (%s): %v", i, k.Name, err)
+		}
 	}
 	if c.SessionTTL < 0 {
 		return errors.New("http.session_ttl: must not be negative")
 	}
 	if c.MaxBodySize < 0 {
 		return errors.New("http.max_body_size: must not be negative")
+	}
+	for i, h := range c.AllowedHosts {
+		if err := validHostRule(h); err != nil {
+			return fmt.Errorf("http.allowed_hosts[%d]: %q: %v", i, h, err)
+		}
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := parseProxy(p); err != nil {
+			return fmt.Errorf("http.trusted_proxies[%d]: %q: want an IP address or a CIDR prefix such as 10.0.0.0/8", i, p)
+		}
+	}
+	return nil
+}
+
+// validPermissions checks a user's or API key's role and topics.
+func validPermissions(r string, topics []string) error {
+	if _, err := parseRole(r); err != nil {
+		return fmt.Errorf("role: %v", err)
+	}
+	if topics != nil && len(topics) == 0 {
+		return errors.New("topics: an empty list allows nothing; omit the key to allow every topic")
+	}
+	for j, t := range topics {
+		if err := validTopicRule(t); err != nil {
+			return fmt.Errorf("topics[%d]: %q: %v", j, t, err)
+		}
 	}
 	return nil
 }

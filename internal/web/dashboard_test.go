@@ -12,6 +12,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
 // findChromium returns the path of a Chromium-compatible browser, or "".
@@ -45,9 +47,7 @@ func artifactDir(t *testing.T) string {
 // message from the form that a subscriber receives.
 func TestDashboard(t *testing.T) {
 	browser := findChromium()
-	if browser == "" {
-		t.Skip("no Chromium found (install the Debian package \"chromium\" or set ISOBAR_CHROMIUM); dashboard test skipped")
-	}
+	peer.Need(t, browser != "", "no Chromium found (install the Debian package \"chromium\" or set ISOBAR_CHROMIUM); dashboard test skipped")
 	e := start(t, "")
 	shots := artifactDir(t)
 

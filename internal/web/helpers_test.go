@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"strings"
@@ -73,7 +74,14 @@ type env struct {
 
 func start(t *testing.T, extraHTTP string) *env {
 	t.Helper()
-	n := testutil.RunNode(t, nodeConfig(extraHTTP))
+	return startWith(t, "", extraHTTP)
+}
+
+// startWith is start with top-level configuration (e.g. an mqtt: section)
+// appended too.
+func startWith(t *testing.T, topLevel, extraHTTP string) *env {
+	t.Helper()
+	n := testutil.RunNode(t, nodeConfig(extraHTTP)+topLevel)
 	if n.HTTP == nil {
 		t.Fatal("HTTP listener not started")
 	}
@@ -88,6 +96,7 @@ type req struct {
 	basic        bool // admin Basic auth
 	bearer       string
 	header       map[string]string
+	host         string // Host header, when not the listener's address
 	client       *http.Client
 }
 
@@ -154,7 +163,10 @@ func (e *env) do(q req) resp {
 		r.Header.Set("Authorization", "Bearer "+q.bearer)
 	}
 	for k, v := range q.header {
-		r.Header.Set(k, v)
+		r.Header[k] = []string{v} // as spelt: servers must not care
+	}
+	if q.host != "" {
+		r.Host = q.host
 	}
 	c := q.client
 	if c == nil {
@@ -188,9 +200,15 @@ func (e *env) get(path string, v any) resp {
 // login returns a client holding the session cookie, and the CSRF token.
 func (e *env) login() (*http.Client, string) {
 	e.t.Helper()
+	return e.loginAs(adminUser)
+}
+
+// loginAs signs in as user (whose password is adminPass).
+func (e *env) loginAs(user string) (*http.Client, string) {
+	e.t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
-	r := e.do(req{method: "POST", path: "/api/v1/login", body: map[string]string{"username": adminUser, "password": adminPass}, client: c})
+	r := e.do(req{method: "POST", path: "/api/v1/login", body: map[string]string{"username": user, "password": adminPass}, client: c})
 	if r.code != http.StatusOK {
 		e.t.Fatalf("login: %d %s", r.code, r.body)
 	}
@@ -230,4 +248,15 @@ func waitTok(t *testing.T, tok mqtt.Token) {
 	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("mqtt: %v", tok.Error())
 	}
+}
+
+// clientFrom is an HTTP client whose connections come from the loopback
+// address ip (e.g. "127.0.0.2"): another source, as far as the throttle
+// can tell.
+func clientFrom(t *testing.T, ip string) *http.Client {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	tr := &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 64}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }

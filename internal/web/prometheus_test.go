@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/testutil"
+	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
 // freePort picks a TCP port that was free a moment ago. Prometheus cannot
@@ -134,10 +135,7 @@ func single(m map[string]float64) (float64, bool) {
 // node: it scrapes /metrics, and PromQL over the scraped data sees exactly
 // the messages published.
 func TestPrometheusScrapes(t *testing.T) {
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Skip("prometheus not installed (Debian package \"prometheus\"); integration test skipped")
-	}
+	bin := peer.NeedBinary(t, "prometheus", "prometheus")
 	e := start(t, "")
 	p := startPrometheus(t, bin, e.n.HTTP.Addr().String())
 

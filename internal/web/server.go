@@ -3,10 +3,16 @@
 // Prometheus metrics at /metrics and health checks at /healthz and /readyz.
 //
 // It binds 127.0.0.1:18083 by default, never a public address unless
-// configured so. Everything but /healthz, /readyz, the console's static
-// files and (unless metrics_auth is set) /metrics requires an
-// administrator: HTTP Basic, a bearer API key, or the console's session
-// cookie with a CSRF header on state changes. See docs/api.md.
+// configured so, and answers only requests whose Host names it (DNS
+// rebinding; hosts.go). Everything but /healthz, /readyz, the console's
+// static files and (unless metrics_auth is set) /metrics requires a user:
+// HTTP Basic, a bearer API key, or the console's session cookie with a
+// CSRF header on state changes; password checks are throttled
+// (throttle.go). Each user and key has a role (read, publish, admin) and
+// optionally a topic allow list (roles.go). API input is validated as
+// strictly as the MQTT decoder validates packets (validate.go). The
+// handlers live in one file per resource, routed in router.go. See
+// docs/api.md.
 package web
 
 import (
@@ -19,6 +25,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -48,7 +57,11 @@ type Options struct {
 	// redacted) by GET /api/v1/config. It is marshalled as YAML first, so
 	// the field names are the configuration file's.
 	Settings any
-	Log      *slog.Logger
+	// PasswordFile is where the generated administrator password goes
+	// when Config.Users is empty (Config.GeneratedPasswordFile wins when
+	// set). With neither, a password cannot be generated and Start fails.
+	PasswordFile string
+	Log          *slog.Logger
 }
 
 // ReadyCheck reports why a component is not ready (nil = ready).
@@ -68,6 +81,7 @@ type Server struct {
 	http  *http.Server
 	hist  *history
 	reg   *prometheus.Registry
+	hosts hostRules
 
 	mu    sync.Mutex
 	ready []ReadyCheck
@@ -115,21 +129,29 @@ func Start(opts Options) (*Server, error) {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	s.ln = ln
+	s.hosts = newHostRules(cfg.AllowedHosts, addr)
+	if len(cfg.AllowedHosts) == 0 && !loopbackAddress(addr) {
+		log.Info("http.allowed_hosts is not set: requests naming this listener by a host name other than localhost get 421 (IP addresses work)", "address", addr)
+	}
 
 	if len(cfg.Users) == 0 {
-		// No administrator configured: a random one-time password, logged
-		// once. It changes at every start, which nudges towards
-		// configuring http.users, and the listener is loopback-only
-		// unless configured otherwise.
-		pw := randomToken(18)
-		h, err := auth.HashPassword(auth.SchemeArgon2id, []byte(pw))
+		// No administrator configured: a random password, valid until
+		// restart, written to a file only the broker's user can read (never
+		// to the log, which is often shipped elsewhere). It changes at
+		// every start, which nudges towards configuring http.users, and
+		// the listener is loopback-only unless configured otherwise.
+		path := cfg.GeneratedPasswordFile
+		if path == "" {
+			path = opts.PasswordFile
+		}
+		h, err := generateAdminPassword(path)
 		if err != nil {
 			_ = ln.Close()
 			return nil, err
 		}
 		cfg.Users = []User{{Username: "admin", PasswordHash: h}}
-		log.Warn("no http.users configured: generated a password for user \"admin\", valid until restart; configure http.users to set your own",
-			"username", "admin", "password", pw)
+		log.Warn("no http.users configured: generated a password for user \"admin\", valid until restart, in a file readable only by this user; configure http.users to set your own",
+			"username", "admin", "password_file", path)
 	}
 	s.auth = newAuthenticator(cfg)
 
@@ -223,6 +245,9 @@ func (s *Server) secure(next http.Handler) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		if !s.checkHost(w, r) {
+			return
+		}
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodySize)
 		}
@@ -240,4 +265,73 @@ func (s *Server) metricsHandler() http.Handler {
 		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	})
+}
+
+// cookieSecure reports whether the session cookie is marked Secure:
+// http.cookie_secure when set, else whether this listener serves TLS.
+func (s *Server) cookieSecure() bool {
+	if s.cfg.CookieSecure != nil {
+		return *s.cfg.CookieSecure
+	}
+	return s.cfg.TLS != nil
+}
+
+// loopbackAddress reports whether host:port binds a loopback address.
+func loopbackAddress(hostport string) bool {
+	h, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if h == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.IsLoopback()
+}
+
+// generateAdminPassword makes a random password, writes it to path (mode
+// 0600, replacing the file atomically: a symbolic link there is replaced,
+// not followed) and returns its hash.
+func generateAdminPassword(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("http: no http.users configured and nowhere to write a generated password (set http.users or http.generated_password_file)")
+	}
+	pw := randomToken(18)
+	h, err := auth.HashPassword(auth.SchemeArgon2id, []byte(pw))
+	if err != nil {
+		return "", err
+	}
+	if err := writeSecretFile(path, []byte(pw+"\n")); err != nil {
+		return "", fmt.Errorf("http: no http.users configured, and the generated password cannot be written (set http.users, or http.generated_password_file to a writable path): %w", err)
+	}
+	return h, nil
+}
+
+func writeSecretFile(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() { _ = os.Remove(tmp) }() // after a successful rename, a no-op
+	if err := f.Chmod(0o600); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

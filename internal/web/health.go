@@ -1,0 +1,31 @@
+package web
+
+import "net/http"
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	checks := map[string]string{}
+	ready := true
+	for _, c := range s.readyChecks() {
+		if err := c.Check(); err != nil {
+			checks[c.Name] = err.Error()
+			ready = false
+		} else {
+			checks[c.Name] = "ok"
+		}
+	}
+	if s.opts.Broker.ShuttingDown() {
+		checks["broker"] = "shutting down"
+		ready = false
+	} else {
+		checks["broker"] = "ok"
+	}
+	status, code := "ready", http.StatusOK
+	if !ready {
+		status, code = "not ready", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"status": status, "checks": checks})
+}
