@@ -17,6 +17,15 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			checks[c.Name] = "ok"
 		}
 	}
+	// A store that refuses writes (disk full, free space below the floor,
+	// write errors): QoS 0 and reads still work, but what needs durability
+	// is refused, so a load balancer should prefer other nodes.
+	if s.opts.Broker.StoreDegraded() {
+		checks["store"] = "not writable: QoS 1/2 publishes and persistent sessions are refused until it recovers"
+		ready = false
+	} else {
+		checks["store"] = "ok"
+	}
 	if s.opts.Broker.ShuttingDown() {
 		checks["broker"] = "shutting down"
 		ready = false
