@@ -125,7 +125,7 @@ func (c *client) kick(code byte, why error) {
 	_ = c.conn.SetReadDeadline(time.Now())
 }
 
-// enqueueRaw appends an encoded packet to the output.
+// send appends an encoded packet to the output.
 func (c *client) send(encode func([]byte) []byte) {
 	c.omu.Lock()
 	if c.closing || c.flushDead {
@@ -209,10 +209,14 @@ func (c *client) sendPublish(d *Delivery, id uint16, dup bool, now int64) int {
 			p.Props.Set(packet.PropTopicAlias)
 		}
 	}
-	if limit := c.maxOut; limit > 0 || m.size == 0 || m.size > packet.MaxRemainingLength-64<<10 {
-		// Never build a packet the protocol (or the client) cannot carry:
-		// the re-encoding for this client (v5 properties, subscription
-		// identifiers) can be larger than the message as it arrived.
+	// The re-encoding for this client can be larger than the message as it
+	// arrived, by at most: its topic name (it may have arrived as a topic
+	// alias), 5 bytes per subscription identifier, a topic alias and longer
+	// length fields. Only when that bound nears the protocol maximum is the
+	// exact size computed.
+	grow := uint64(len(m.Topic)) + 5*uint64(len(d.SubIDs)) + 16
+	if limit := c.maxOut; limit > 0 || m.size == 0 || uint64(m.size)+grow > packet.MaxRemainingLength {
+		// Never build a packet the protocol (or the client) cannot carry.
 		if limit == 0 || limit > packet.MaxRemainingLength+5 {
 			limit = packet.MaxRemainingLength + 5 // a remaining length of at most MaxRemainingLength
 		}

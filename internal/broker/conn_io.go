@@ -24,7 +24,7 @@ import (
 // copied into the output buffer.
 const largePayload = 1024
 
-// appendSegmentLocked cuts the current buffer into a segment.
+// cutLocked cuts the current buffer into a segment.
 func (c *client) cutLocked() {
 	if c.segStart < len(c.obuf) {
 		c.ovec = append(c.ovec, c.obuf[c.segStart:len(c.obuf):len(c.obuf)])
@@ -40,7 +40,7 @@ func (c *client) kickFlushLocked() {
 	}
 }
 
-// writePacketLocked appends an encoded control packet (already in c.obuf)
+// addedLocked accounts for an encoded packet just appended to c.obuf
 // and accounts for it.
 func (c *client) addedLocked(n int) {
 	c.pending += n
@@ -117,7 +117,7 @@ func (c *client) flushLoop() {
 	}
 }
 
-// waitFlushed waits until the flusher has written everything queued (or
+// waitFlushedLocked waits until the flusher has written everything queued (or
 // died), bounded by the connection's write deadline.
 func (c *client) waitFlushedLocked() {
 	for c.flushing {

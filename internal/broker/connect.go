@@ -11,7 +11,7 @@ import (
 	"github.com/isobar-mq/isobar/internal/topic"
 )
 
-// connackRefuse sends a refusing CONNACK (in the client's protocol format)
+// refuse sends a refusing CONNACK (in the client's protocol format)
 // and returns the error that ends the connection.
 func (c *client) refuse(version, v5code, v3code byte, why string) error {
 	c.version = version

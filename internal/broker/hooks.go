@@ -52,7 +52,7 @@ const (
 	SessionCreated   SessionEventKind = iota + 1 // a new session began
 	SessionResumed                               // a client resumed an existing session
 	SessionTakenOver                             // another connection took the session over
-	SessionExpired                               // the session expired while offline
+	SessionExpired                               // the session expired while offline (SessionEnded follows)
 	SessionEnded                                 // the session ended (clean session closed, clean start, expiry)
 )
 
@@ -171,6 +171,11 @@ func (s *Server) runPublishHooks(from ClientInfo, m *Message) (*Message, byte) {
 		if out == nil {
 			s.stats.droppedByHook.Add(1)
 			return nil, 0
+		}
+		if out != m {
+			// A rewrite is often a modified copy, carrying the size the
+			// original arrived with: unknown now (measured at delivery).
+			out.size = 0
 		}
 		m = out
 	}

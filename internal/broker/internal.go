@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 	"github.com/isobar-mq/isobar/internal/topic"
@@ -223,24 +222,33 @@ func protocolSize(m *Message) (uint64, error) {
 	if err := topic.ValidateName(m.Topic, 0, 0); err != nil {
 		return 0, err
 	}
+	// Strings reach subscribers as MQTT UTF-8 strings, which their codecs
+	// check [MQTT-1.5.4-1] (ours, like Mosquitto's, also refuses control
+	// characters): one they refuse costs them the connection.
+	if !packet.ValidString(m.Topic) {
+		return 0, errors.New("topic name is not a valid MQTT UTF-8 string")
+	}
 	pr := &m.Props
 	if len(pr.ContentType) > 65535 || len(pr.ResponseTopic) > 65535 || len(pr.CorrelationData) > 65535 {
 		return 0, errors.New("a property exceeds 65,535 bytes")
 	}
-	if pr.Has(packet.PropContentType) && !utf8.ValidString(pr.ContentType) {
-		return 0, errors.New("content type is not valid UTF-8")
+	if pr.Has(packet.PropContentType) && !packet.ValidString(pr.ContentType) {
+		return 0, errors.New("content type is not a valid MQTT UTF-8 string")
 	}
 	if pr.Has(packet.PropResponseTopic) {
 		if err := topic.ValidateName(pr.ResponseTopic, 0, 0); err != nil {
 			return 0, errors.New("response topic: " + err.Error())
+		}
+		if !packet.ValidString(pr.ResponseTopic) {
+			return 0, errors.New("response topic is not a valid MQTT UTF-8 string")
 		}
 	}
 	for _, u := range pr.User {
 		if len(u.Key) > 65535 || len(u.Value) > 65535 {
 			return 0, errors.New("a user property exceeds 65,535 bytes")
 		}
-		if !utf8.ValidString(u.Key) || !utf8.ValidString(u.Value) {
-			return 0, errors.New("a user property is not valid UTF-8")
+		if !packet.ValidString(u.Key) || !packet.ValidString(u.Value) {
+			return 0, errors.New("a user property is not a valid MQTT UTF-8 string")
 		}
 	}
 	p := packet.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, PacketID: 1, Payload: m.Payload, Props: m.Props}

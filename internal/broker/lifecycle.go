@@ -172,10 +172,14 @@ func (s *Server) detach(c *client, normal bool) {
 		sess.will = nil
 		sess.mu.Unlock()
 		s.mu.Lock()
-		if s.sessions[sess.id] == sess {
+		ended := s.sessions[sess.id] == sess
+		if ended {
 			s.endSessionLocked(sess, tx)
 		}
 		s.mu.Unlock()
+		if ended {
+			s.sessionEvent(SessionEnded, sess.id, sess.username())
+		}
 	} else {
 		switch {
 		case will != nil && sess.willDelay > 0 && sess.willDelay < expiry:
@@ -287,6 +291,7 @@ func (s *Server) expireSession(sess *session) {
 	_ = tx.commit(s)
 	if !online {
 		s.sessionEvent(SessionExpired, sess.id, sess.username())
+		s.sessionEvent(SessionEnded, sess.id, sess.username())
 	}
 }
 
@@ -381,11 +386,15 @@ func (sess *session) dropLocked(m *outMsg, tx *Txn) {
 }
 
 // redeliver takes back a shared-subscription message no other member of
-// its group could have, while the session lives on offline.
+// its group could have, while the session lives on: offline, or online
+// again if its client reconnected while the message was being
+// re-dispatched (detach releases the session before that).
 func (sess *session) redeliver(d Delivery, tx *Txn) {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
-	if !sess.ended && sess.client == nil && sess.expiryInterval != 0 {
+	if !sess.ended && (sess.client != nil || sess.expiryInterval != 0) {
 		sess.deliverLocked(d, tx, time.Now().UnixNano())
+		return
 	}
+	sess.srv.stats.droppedSessionEnd.Add(1)
 }

@@ -141,7 +141,7 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 	}
 
 	reason := packet.Success
-	if n == 0 && v5 {
+	if n == 0 && v5 && routed != nil {
 		reason = packet.NoMatchingSubscribers
 	}
 	// The acknowledgement goes out once the routed message is durable.
@@ -188,6 +188,14 @@ func (c *client) ackAfterCommit(t packet.Type, id uint16, code byte) {
 				sess := c.sess
 				sess.mu.Lock()
 				delete(sess.inboundQoS2, id)
+				if sess.persistentLocked() && c.tx.durable() {
+					// The store commit may have succeeded (a hold
+					// failed): a stale record would make the client's
+					// next message with this identifier look like a
+					// duplicate after a restart. Committed by the next
+					// round of this commit.
+					c.tx.batch.DeleteInbound(sess.id, id)
+				}
 				sess.mu.Unlock()
 			}
 			c.sendAck(t, id, packet.QuotaExceeded)

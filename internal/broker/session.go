@@ -102,7 +102,7 @@ func newSession(srv *Server, id string) *session {
 	}
 }
 
-// persistent reports whether the session's state is mirrored to the store.
+// persistentLocked reports whether the session's state is mirrored to the store.
 func (s *session) persistentLocked() bool { return s.srv.store != nil && s.expiryInterval > 0 }
 
 // SubscriberID implements Subscriber: the client identifier.
@@ -352,6 +352,7 @@ func (s *session) resendLocked() {
 			s.sent--
 			s.releaseLocked(m)
 			s.forget(m)
+			s.srv.deliveryOutcome(DeliveryDropped, s.id, &m.d)
 		default:
 			inFlight++
 		}

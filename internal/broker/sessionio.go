@@ -111,7 +111,7 @@ func (s *Server) ImportSession(ls *store.LoadedSession) error {
 		s.mu.Lock()
 		if _, exists := s.sessions[ls.Session.ClientID]; exists {
 			s.mu.Unlock()
-			res.sess.stopTimers()
+			res.sess.discard()
 			return ErrSessionExists
 		}
 		s.sessions[res.sess.id] = res.sess
@@ -279,10 +279,15 @@ func (s *Server) importSession(ls *store.LoadedSession, now int64, cleanup store
 	return importResult{sess: sess, msgs: n}
 }
 
-// stopTimers stops a session's expiry and will timers.
-func (sess *session) stopTimers() {
+// discard undoes importSession for a session that is not installed after
+// all: its timers are stopped, its subscriptions leave the index, and the
+// bytes of its messages are released (it takes no more deliveries).
+func (sess *session) discard() {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
+	sess.ended = true
+	sess.srv.queuedBytes.Add(-sess.bytes)
+	sess.bytes = 0
 	if sess.expiryTimer != nil {
 		sess.expiryTimer.Stop()
 	}

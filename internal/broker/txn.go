@@ -34,6 +34,8 @@ type Txn struct {
 	holds []chan error
 	// holdTimeout bounds the wait for holds.
 	holdTimeout time.Duration
+	// err is the failure of the commit round whose actions are running.
+	err error
 }
 
 // action runs after a commit: ok when it succeeded, fail (if set) when it
@@ -85,9 +87,16 @@ func (t *Txn) then(fn func()) {
 }
 
 // Then is then for subscribers and internal publishers: fn runs after the
-// changes are committed, with the commit's outcome.
+// changes are committed, with the commit's outcome (the store's error, a
+// hold's release error, or ErrHoldTimeout).
 func (t *Txn) Then(fn func(err error)) {
-	t.thenOr(func() { fn(nil) }, func() { fn(errCommitFailed) })
+	t.thenOr(func() { fn(nil) }, func() {
+		err := t.err
+		if err == nil {
+			err = errCommitFailed
+		}
+		fn(err)
+	})
 }
 
 var errCommitFailed = errors.New("store commit failed")
@@ -188,6 +197,7 @@ func (t *Txn) commit(s *Server) error {
 		// handled by the next round.
 		actions := t.actions
 		t.actions = nil
+		t.err = err
 		for _, a := range actions {
 			if err == nil {
 				a.ok()
@@ -195,6 +205,7 @@ func (t *Txn) commit(s *Server) error {
 				a.fail()
 			}
 		}
+		t.err = nil
 		if t.actions == nil {
 			clear(actions)
 			t.actions = actions[:0]
