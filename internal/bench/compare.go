@@ -382,15 +382,15 @@ type compareOpts struct {
 	isobar, mosquitto, mochi string
 	// baseline is another isobar binary (e.g. the previous commit's),
 	// run as broker "baseline" so the table shows isobar/baseline ratios.
-	baseline string
-	only                     string
-	repeat                   int
-	quick                    bool
-	jsonOut, markdownOut     string
-	workDir                  string
-	idle                     int
-	limits                   CompareLimits
-	machine                  []string
+	baseline             string
+	only                 string
+	repeat               int
+	quick                bool
+	jsonOut, markdownOut string
+	workDir              string
+	idle                 int
+	limits               CompareLimits
+	machine              []string
 }
 
 func compareMain(args []string, stdout, stderr io.Writer) int {
