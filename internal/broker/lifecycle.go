@@ -13,10 +13,12 @@ import (
 // over). CONNACK, and then anything the session has pending, are sent
 // through tx once the session's new state is durable.
 //
-// A session belongs to the identity (user name) that created it: a client
-// authenticated as someone else may neither take it over nor resume or
-// discard it, unless Options.AllowForeignTakeover is set. attach then
-// returns false and changes nothing.
+// A session belongs to the identity that created it (the verified user
+// name; anonymous clients, including those whose claimed user name was not
+// verified, share the anonymous identity): a client authenticated as
+// someone else may neither take it over nor resume or discard it, unless
+// Options.AllowForeignTakeover is set (or there is no Auth at all). attach
+// then returns false and changes nothing.
 func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, willDelay uint32, ack *packet.Connack, tx *Txn) bool {
 	tookOver := false
 	for {
@@ -24,7 +26,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 		old := s.sessions[c.id]
 		var oldClient *client
 		if old != nil {
-			if !s.opts.AllowForeignTakeover && old.username() != c.username {
+			if s.auth != nil && !s.opts.AllowForeignTakeover && owner(old.username(), uint8(old.role.Load())) != owner(c.username, c.role) {
 				s.mu.Unlock()
 				s.stats.takeoversRefused.Add(1)
 				s.log.Warn("client identifier in use by another user: refused", "client", c.id, "user", c.username, "remote", c.remote)

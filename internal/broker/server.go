@@ -60,11 +60,26 @@ type AuthResponse struct {
 	Username string
 	// Role carries what the Auth needs later to authorize this client
 	// (e.g. anonymous, read-only); the broker passes it back unchanged in
-	// ClientInfo.
+	// ClientInfo and stores it with the session. One bit is the broker's:
+	// RoleAnonymous.
 	Role uint8
 	// Delay, when positive, is waited before answering CONNECT (failed
 	// login throttling): the connection is slowed, nobody else.
 	Delay time.Duration
+}
+
+// RoleAnonymous in AuthResponse.Role says the client's user name (if any)
+// was not verified: for session ownership it is anonymous, whatever user
+// name it claimed.
+const RoleAnonymous uint8 = 1
+
+// owner is the identity a session belongs to: the verified user name, ""
+// for anonymous clients.
+func owner(user string, role uint8) string {
+	if role&RoleAnonymous != 0 {
+		return ""
+	}
+	return user
 }
 
 // ClientInfo identifies a connected client to authorization checks.

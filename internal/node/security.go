@@ -11,8 +11,8 @@ import (
 
 // Roles passed through broker.ClientInfo.Role.
 const (
-	roleAnonymous uint8 = 1 << iota
-	roleReadOnly
+	roleAnonymous = broker.RoleAnonymous // the user name, if any, was not verified
+	roleReadOnly  = broker.RoleAnonymous << 1
 )
 
 // Security implements broker.Auth with the auth package's Authenticator

@@ -18,6 +18,7 @@ func TestConformanceSuiteConfig(t *testing.T) {
   - {name: mqtt, protocol: mqtt, address: "127.0.0.1:0"}
 mqtt:
   max_keepalive: 60
+  max_packet_size: 0
 auth:
   allow_anonymous: true
   acl_default: allow
