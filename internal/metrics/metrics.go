@@ -30,7 +30,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/isobar-mq/isobar/internal/auth"
 	"github.com/isobar-mq/isobar/internal/broker"
+	"github.com/isobar-mq/isobar/internal/listener"
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 )
 
@@ -43,6 +45,11 @@ type Collector struct {
 	srv     *broker.Server
 	version string
 	start   time.Time
+
+	// AuthStats, when set, exports the authenticator's throttle counters;
+	// Listeners, the listeners' counters. Set them before serving.
+	AuthStats func() *auth.Stats
+	Listeners []listener.Listener
 
 	mu      sync.Mutex
 	accepts map[string]*acceptState
@@ -59,14 +66,15 @@ type descs struct {
 	sessions, sessionsExpired, inflight, queued, retained, subscriptions     *prometheus.Desc
 	willsPublished, sharedRedispatched, latency                              *prometheus.Desc
 	storeDegraded, storeErrors, panics, takeoversRefused, queuedBytes        *prometheus.Desc
-	subscriptionsRevoked                                                     *prometheus.Desc
+	subscriptionsRevoked, authThrottled, authRefused, proxyUntrusted         *prometheus.Desc
 }
 
 func newDesc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(Namespace+"_"+name, help, labels, nil)
 }
 
-// New returns a collector for srv. version is reported by
+// New returns a collector for srv (set AuthStats and Listeners to export
+// the authenticator's and the listeners' counters too). version is reported by
 // isobar_build_info.
 func New(srv *broker.Server, version string) *Collector {
 	c := &Collector{srv: srv, version: version, start: time.Now(), accepts: make(map[string]*acceptState)}
@@ -104,6 +112,9 @@ func New(srv *broker.Server, version string) *Collector {
 		takeoversRefused:     newDesc("session_takeovers_refused_total", "CONNECTs refused because the client identifier's session belongs to another user."),
 		queuedBytes:          newDesc("queued_bytes", "Memory held by messages queued or in flight in sessions (counted against mqtt.max_queued_bytes_total)."),
 		subscriptionsRevoked: newDesc("subscriptions_revoked_total", "Subscriptions removed from a resumed session because the ACL no longer allows them."),
+		authThrottled:        newDesc("auth_throttled_total", "Login attempts delayed, queued or refused because their source address or user name is throttled."),
+		authRefused:          newDesc("auth_throttle_refused_total", "Login attempts refused while throttled, without checking the password."),
+		proxyUntrusted:       newDesc("proxy_untrusted_total", "Connections to a PROXY protocol listener closed unread because the peer is not in proxy_protocol_trusted.", "listener"),
 	}
 	return c
 }
@@ -216,7 +227,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		d.msgsSent, d.bytesReceived, d.bytesSent, d.dropped, d.slowConsumers, d.sessions,
 		d.sessionsExpired, d.inflight, d.queued, d.retained, d.subscriptions, d.willsPublished,
 		d.sharedRedispatched, d.latency, d.storeDegraded, d.storeErrors, d.panics, d.takeoversRefused,
-		d.queuedBytes, d.subscriptionsRevoked,
+		d.queuedBytes, d.subscriptionsRevoked, d.authThrottled, d.authRefused, d.proxyUntrusted,
 	} {
 		ch <- x
 	}
@@ -317,6 +328,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(d.takeoversRefused, sn.TakeoversRefused)
 	counter(d.subscriptionsRevoked, sn.SubscriptionsRevoked)
 	gauge(d.queuedBytes, float64(c.srv.QueuedBytes()))
+	if c.AuthStats != nil {
+		if as := c.AuthStats(); as != nil {
+			counter(d.authThrottled, as.Throttled.Load())
+			counter(d.authRefused, as.Refused.Load())
+		}
+	}
+	for _, l := range c.Listeners {
+		counter(d.proxyUntrusted, l.Stats().ProxyUntrusted.Load(), l.Config().Name)
+	}
 
 	buckets := make(map[float64]uint64, len(broker.LatencyBuckets))
 	for i, le := range broker.LatencyBuckets {

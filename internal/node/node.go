@@ -91,6 +91,10 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		n.Listeners = append(n.Listeners, l) // listener.New logs "listening"
 	}
 	n.Metrics = metrics.New(srv, sys.BuildVersion())
+	n.Metrics.Listeners = n.Listeners
+	if sec != nil {
+		n.Metrics.AuthStats = sec.Stats
+	}
 	for _, l := range n.Listeners {
 		go func(l listener.Listener) {
 			if err := srv.Serve(n.Metrics.WrapListener(netListener{l}, l.Config().Name), l.Config().Name); err != nil && !errors.Is(err, net.ErrClosed) {
