@@ -21,10 +21,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	// write errors): QoS 0 and reads still work, but what needs durability
 	// is refused, so a load balancer should prefer other nodes.
 	if s.opts.Broker.StoreDegraded() {
-		checks["store"] = "not writable: QoS 1/2 publishes and persistent sessions are refused until it recovers"
+		checks["store_writable"] = "no: QoS 1/2 publishes and persistent sessions are refused until the store recovers"
 		ready = false
 	} else {
-		checks["store"] = "ok"
+		checks["store_writable"] = "ok"
 	}
 	if s.opts.Broker.ShuttingDown() {
 		checks["broker"] = "shutting down"

@@ -52,7 +52,7 @@ func TestReadyzStoreDegraded(t *testing.T) {
 	}
 	fs.SetWritable(errors.Join(store.ErrNoSpace, errors.New("test: disk full")))
 	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
-		if code, checks := ready(); code != http.StatusServiceUnavailable || checks["store"] == "ok" {
+		if code, checks := ready(); code != http.StatusServiceUnavailable || checks["store_writable"] == "ok" {
 			return errors.New("readyz does not report the degraded store yet")
 		}
 		return nil
