@@ -249,8 +249,7 @@ func (s *Server) endSessionLocked(sess *session, tx *Txn) {
 			dropped++
 		}
 	}
-	s.queuedBytes.Add(-sess.bytes)
-	sess.bytes = 0
+	sess.releaseAllLocked()
 	sess.queue = nil
 	sess.msgs = nil
 	if sess.stored && tx.durable() {

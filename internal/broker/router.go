@@ -86,6 +86,29 @@ func (s *Server) route(m *Message, sc *routeScratch, tx *Txn) int {
 	if len(sc.res.Subs) == 0 && len(sc.res.Shared) == 0 {
 		return 0
 	}
+	now := time.Now().UnixNano() // once per message, not per delivery
+	if sc.res.SubFilters <= 1 && len(sc.res.Shared) == 0 {
+		// One matching filter: every subscriber appears once, nothing to
+		// merge (the common case, and the fan-out hot path).
+		n := 0
+		for i := range sc.res.Subs {
+			e := &sc.res.Subs[i]
+			sub := e.Key
+			if e.Opts.NoLocal && m.From != "" && sub.SubscriberID() == m.From {
+				continue // [MQTT-3.8.3-3]
+			}
+			if !sub.MayReceive(m.Topic) {
+				continue
+			}
+			d := Delivery{Msg: m, QoS: min(m.QoS, e.Opts.QoS), Retain: m.Retain && e.Opts.RetainAsPublished}
+			if e.Opts.ID != 0 {
+				d.SubIDs = []uint32{e.Opts.ID}
+			}
+			sub.Deliver(d, tx, now)
+			n++
+		}
+		return n
+	}
 	if sc.idx == nil {
 		sc.idx = make(map[Subscriber]int)
 	}
@@ -137,7 +160,6 @@ func (s *Server) route(m *Message, sc *routeScratch, tx *Txn) int {
 		}
 		targets = append(targets, target{sub: e.Key, d: d})
 	}
-	now := time.Now().UnixNano() // once per message, not per delivery
 	for i := range targets {
 		targets[i].sub.Deliver(targets[i].d, tx, now)
 	}

@@ -278,7 +278,7 @@ func seamCheckIdle(t testing.TB, s *Server, sess *session) {
 	if bytes != 0 || nq != 0 || nm != 0 || sent != 0 {
 		t.Fatalf("session %s not idle: bytes %d, queue %d, msgs %d, sent %d", sess.id, bytes, nq, nm, sent)
 	}
-	if q := s.queuedBytes.Load(); q != 0 {
+	if q := s.QueuedBytes(); q != 0 {
 		t.Fatalf("server queuedBytes %d, want 0", q)
 	}
 }

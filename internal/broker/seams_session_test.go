@@ -200,7 +200,7 @@ func TestSeamSessionQueueQoS0(t *testing.T) {
 	if n := s.stats.droppedQueueFull.Load(); n != 1 {
 		t.Fatalf("droppedQueueFull %d, want 1", n)
 	}
-	if s.queuedBytes.Load() == 0 {
+	if s.QueuedBytes() == 0 {
 		t.Fatal("queued QoS 0 messages not accounted")
 	}
 	sc = seamAttach(t, s, "p", packet.V311, false, 0xFFFFFFFF, 10, 0)
@@ -332,14 +332,14 @@ func TestSeamSessionByteLimits(t *testing.T) {
 	if n := s.stats.droppedQueueBytes.Load(); n != 2 {
 		t.Fatalf("droppedQueueBytes %d, want 2 (total limit)", n)
 	}
-	if q := s.queuedBytes.Load(); q != 3*size {
+	if q := s.QueuedBytes(); q != 3*size {
 		t.Fatalf("queuedBytes %d, want %d", q, 3*size)
 	}
 
 	// A clean start discards a's session and its bytes; b's messages are
 	// delivered and acknowledged.
 	a2 := seamAttach(t, s, "a", packet.V5, true, 0, 10, 0)
-	if q := s.queuedBytes.Load(); q != size {
+	if q := s.QueuedBytes(); q != size {
 		t.Fatalf("queuedBytes %d after a's session ended, want %d", q, size)
 	}
 	b2 := seamAttach(t, s, "b", packet.V5, false, 60, 10, 0)
@@ -363,7 +363,7 @@ func TestSeamSessionEndReleasesBytes(t *testing.T) {
 	clean := seamAttach(t, s, "clean", packet.V5, true, 0, 1, 0)
 	load(clean.sess())
 	clean.detach()
-	if q := s.queuedBytes.Load(); q != 0 {
+	if q := s.QueuedBytes(); q != 0 {
 		t.Fatalf("clean session ended: queuedBytes %d", q)
 	}
 	if n := s.stats.droppedSessionEnd.Load(); n != 3 {
@@ -374,7 +374,7 @@ func TestSeamSessionEndReleasesBytes(t *testing.T) {
 	load(exp.sess())
 	exp.detach()
 	s.expireSession(exp.sess())
-	if q := s.queuedBytes.Load(); q != 0 {
+	if q := s.QueuedBytes(); q != 0 {
 		t.Fatalf("expired session: queuedBytes %d", q)
 	}
 	if s.SessionCount() != 0 {

@@ -181,7 +181,7 @@ func TestSeamSessionExportImport(t *testing.T) {
 	watch.expectNothing(seamQuiet)
 
 	sub.ping()
-	if q := b.queuedBytes.Load(); q != 0 {
+	if q := b.QueuedBytes(); q != 0 {
 		t.Fatalf("second server holds %d bytes after everything was acknowledged", q)
 	}
 	stored := seamStored(t, stB, "s")
@@ -289,11 +289,11 @@ func TestSeamImportSessionConcurrent(t *testing.T) {
 	s.mu.Lock()
 	for _, sess := range s.sessions {
 		sess.mu.Lock()
-		want += sess.bytes
+		want += sess.reserved
 		sess.mu.Unlock()
 	}
 	s.mu.Unlock()
 	if got := s.queuedBytes.Load(); got != want {
-		t.Fatalf("queuedBytes %d, but the sessions hold %d: a losing import leaked", got, want)
+		t.Fatalf("queuedBytes %d, but the sessions reserved %d: a losing import leaked", got, want)
 	}
 }

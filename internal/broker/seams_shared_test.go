@@ -323,7 +323,7 @@ func TestSeamSharedRedeliverWhenNoOtherMember(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("offline member got %d messages", n)
 	}
-	if q := s.queuedBytes.Load(); q != 0 {
+	if q := s.QueuedBytes(); q != 0 {
 		t.Fatalf("queuedBytes %d after the clean member left", q)
 	}
 }

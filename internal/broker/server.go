@@ -31,6 +31,10 @@ import (
 
 type mutex = sync.Mutex
 
+// cacheLine is the padding that keeps hot fields on cache lines of their
+// own.
+const cacheLine = 64
+
 // AuthResult is the outcome of authenticating a CONNECT.
 type AuthResult int
 
@@ -111,20 +115,26 @@ type Server struct {
 	retained *topic.Retained[*Message]
 	stats    Stats
 
-	// nodeHash and msgSeq make MessageIDs: msgSeq starts at the start time
-	// in nanoseconds, so ids stay unique across restarts.
-	nodeHash uint64
-	msgSeq   atomic.Uint64
+	// Read on every message, rarely written: kept away from the counters
+	// below so that their writes do not evict it from other cores.
+	nodeHash      uint64
+	hooks         atomic.Pointer[hookSet]
+	storeDegraded atomic.Bool // set while the store refuses writes
+	_             [cacheLine]byte
+
+	// msgSeq makes MessageIDs with nodeHash: it starts at the start time in
+	// nanoseconds, so ids stay unique across restarts. Written once per
+	// message by whichever goroutine routes it.
+	msgSeq atomic.Uint64
+	_      [cacheLine - 8]byte
 
 	// queuedBytes is what every session's held messages count against
-	// Options.MaxQueuedBytesTotal.
+	// Options.MaxQueuedBytesTotal; sessions reserve it in chunks
+	// (holdLocked), so it changes rarely.
 	queuedBytes atomic.Int64
+	_           [cacheLine - 8]byte
 
-	hookMu sync.Mutex
-	hooks  atomic.Pointer[hookSet]
-
-	// storeDegraded is set while the store refuses writes.
-	storeDegraded  atomic.Bool
+	hookMu         sync.Mutex
 	storeErrLogged atomic.Int64
 
 	mu       mutex

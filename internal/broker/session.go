@@ -74,8 +74,10 @@ type session struct {
 	seq    uint64
 	nextID uint16
 	// bytes is the memory the session's held messages (queued and in
-	// flight) count against Options.MaxQueuedBytes.
-	bytes int64
+	// flight) count against Options.MaxQueuedBytes; reserved (>= bytes) is
+	// what it took of Server.queuedBytes (MaxQueuedBytesTotal).
+	bytes    int64
+	reserved int64
 
 	// inboundQoS2 holds packet identifiers of QoS 2 PUBLISHes received and
 	// routed but not yet released by PUBREL.
@@ -190,29 +192,69 @@ func (s *session) deliverLocked(d Delivery, tx *Txn, now int64) {
 	s.drainLocked(now)
 }
 
+// reserveChunk is how much of the server-wide queued-bytes budget a session
+// takes at a time: the shared counter then changes about once per 64 KiB of
+// messages instead of twice per message (it would otherwise bounce between
+// the cores of the publisher and of the subscribers' acknowledgements).
+const reserveChunk = 64 << 10
+
 // holdLocked accounts for a message the session starts holding, against
 // the per-session and the server-wide queued-bytes limits. It returns
 // false (counted) when the message does not fit.
 func (s *session) holdLocked(m *outMsg) bool {
 	size := m.d.Msg.memSize()
-	o := &s.srv.opts
-	if s.bytes+size > o.MaxQueuedBytes || s.srv.queuedBytes.Load()+size > o.MaxQueuedBytesTotal {
+	if s.bytes+size > s.srv.opts.MaxQueuedBytes {
+		s.srv.stats.droppedQueueBytes.Add(1)
+		return false
+	}
+	if need := s.bytes + size - s.reserved; need > 0 && !s.reserveLocked(need) {
 		s.srv.stats.droppedQueueBytes.Add(1)
 		return false
 	}
 	m.size = size
 	s.bytes += size
-	s.srv.queuedBytes.Add(size)
 	return true
 }
 
+// reserveLocked takes at least need bytes of the server-wide budget: a
+// whole chunk when it fits, else exactly need.
+func (s *session) reserveLocked(need int64) bool {
+	g, limit := &s.srv.queuedBytes, s.srv.opts.MaxQueuedBytesTotal
+	chunk := max(need, reserveChunk)
+	if g.Add(chunk) <= limit {
+		s.reserved += chunk
+		return true
+	}
+	g.Add(-chunk)
+	if chunk > need {
+		if g.Add(need) <= limit {
+			s.reserved += need
+			return true
+		}
+		g.Add(-need)
+	}
+	return false
+}
+
 // releaseLocked undoes holdLocked for a message the session lets go of.
+// Budget beyond two chunks of what the session still holds goes back.
 func (s *session) releaseLocked(m *outMsg) {
 	if m.size != 0 {
 		s.bytes -= m.size
-		s.srv.queuedBytes.Add(-m.size)
 		m.size = 0
+		if extra := s.reserved - s.bytes - reserveChunk; extra > reserveChunk {
+			s.srv.queuedBytes.Add(-extra)
+			s.reserved -= extra
+		}
 	}
+}
+
+// releaseAllLocked gives back everything a session that takes no more
+// deliveries held and reserved.
+func (s *session) releaseAllLocked() {
+	s.srv.queuedBytes.Add(-s.reserved)
+	s.reserved = 0
+	s.bytes = 0
 }
 
 // allocIDLocked returns a packet identifier not in use by the session's

@@ -228,7 +228,10 @@ func (s *Server) importSession(ls *store.LoadedSession, now int64, cleanup store
 		// dropped for them: they were accepted before.
 		m.size = msg.memSize()
 		sess.bytes += m.size
-		s.queuedBytes.Add(m.size)
+		if sess.bytes > sess.reserved {
+			s.queuedBytes.Add(sess.bytes - sess.reserved)
+			sess.reserved = sess.bytes
+		}
 		switch mr.State {
 		case store.StateReleased:
 			m.state = outReleased
@@ -286,8 +289,7 @@ func (sess *session) discard() {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	sess.ended = true
-	sess.srv.queuedBytes.Add(-sess.bytes)
-	sess.bytes = 0
+	sess.releaseAllLocked()
 	if sess.expiryTimer != nil {
 		sess.expiryTimer.Stop()
 	}

@@ -47,6 +47,10 @@ type Result[K comparable] struct {
 	// Shared holds one element per matching shared subscription, i.e.
 	// per (group, filter) pair.
 	Shared []SharedMatch[K]
+	// SubFilters is the number of matching filters that contributed to
+	// Subs. Within one filter every key appears once, so with SubFilters
+	// <= 1 Subs has no duplicate keys and needs no merging.
+	SubFilters int
 
 	lockHint uint32 // which read-lock shard this Result's Match calls use
 }
@@ -63,6 +67,7 @@ func (r *Result[K]) reset() {
 		sm.Group, sm.Filter, sm.Next = "", "", 0
 	}
 	r.Shared = r.Shared[:0]
+	r.SubFilters = 0
 }
 
 // Index is a subscription index: a trie with one node per topic level.
@@ -362,7 +367,10 @@ func match[K comparable](n *node[K], topic string, r *Result[K], noWild bool) {
 
 // add appends n's subscriptions to r.
 func (r *Result[K]) add(n *node[K]) {
-	r.Subs = append(r.Subs, n.subs.list...)
+	if len(n.subs.list) > 0 {
+		r.SubFilters++
+		r.Subs = append(r.Subs, n.subs.list...)
+	}
 	for _, g := range n.groups {
 		k := len(r.Shared)
 		if k < cap(r.Shared) {
