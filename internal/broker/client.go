@@ -311,7 +311,7 @@ func (c *client) readLoop() error {
 		// Commit once no complete packet is left in the read buffer: one
 		// durable write (and fsync) covers everything that arrived
 		// together, and the acknowledgements waiting for it go out.
-		if c.tx.pending() && (!c.bufferedPacket() || (c.tx.durable() && c.tx.batch.Len() > 1024)) {
+		if c.tx.pending() && (!c.bufferedPacket() || (c.tx.Durable() && c.tx.batch.Len() > 1024)) {
 			if err := c.tx.commit(c.srv); err != nil && c.commitFailed {
 				// An acknowledgement depended on the failed commit and
 				// could not be answered otherwise.

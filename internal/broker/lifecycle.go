@@ -88,7 +88,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 		}
 		sess.will = will
 		sess.willDelay = willDelay
-		if tx.durable() {
+		if tx.Durable() {
 			if sess.persistentLocked() {
 				tx.batch.PutSession(sess.sessionRecordLocked())
 				sess.stored = true
@@ -199,7 +199,7 @@ func (s *Server) detach(c *client, normal bool) {
 		if expiry != 0xFFFFFFFF {
 			sess.expiryTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { s.safely("session expiry", func() { s.expireSession(sess) }) })
 		}
-		if sess.persistentLocked() && tx.durable() {
+		if sess.persistentLocked() && tx.Durable() {
 			tx.batch.PutSession(sess.sessionRecordLocked())
 			sess.stored = true
 		}
@@ -252,7 +252,7 @@ func (s *Server) endSessionLocked(sess *session, tx *Txn) {
 	sess.releaseAllLocked()
 	sess.queue = nil
 	sess.msgs = nil
-	if sess.stored && tx.durable() {
+	if sess.stored && tx.Durable() {
 		// Only sessions that were ever stored cost a write: a clean
 		// session ends without touching the store.
 		tx.batch.DeleteSession(sess.id)
@@ -306,7 +306,7 @@ func (s *Server) fireWill(sess *session) {
 	}
 	sess.will = nil
 	sess.willTimer = nil
-	if sess.persistentLocked() && tx.durable() && !sess.ended {
+	if sess.persistentLocked() && tx.Durable() && !sess.ended {
 		tx.batch.PutSession(sess.sessionRecordLocked())
 	}
 	sess.mu.Unlock()
@@ -344,7 +344,7 @@ func (sess *session) recheckLocked(tx *Txn) {
 		if !a.CanSubscribe(info, f) {
 			delete(sess.subs, f)
 			sess.srv.index.Unsubscribe(sess, f)
-			if sess.persistentLocked() && tx.durable() {
+			if sess.persistentLocked() && tx.Durable() {
 				tx.batch.DeleteSubscription(sess.id, f)
 			}
 			sess.srv.stats.subscriptionsRevoked.Add(1)
@@ -365,7 +365,7 @@ func (sess *session) recheckLocked(tx *Txn) {
 			delete(sess.msgs, id)
 			sess.sent--
 			sess.releaseLocked(m)
-			if sess.persistentLocked() && tx.durable() {
+			if sess.persistentLocked() && tx.Durable() {
 				tx.batch.DeleteMessage(sess.id, m.seq)
 			}
 			sess.srv.stats.droppedNotAuthorized.Add(1)
@@ -380,7 +380,7 @@ func (sess *session) dropLocked(m *outMsg, tx *Txn) {
 	sess.srv.stats.droppedNotAuthorized.Add(1)
 	if m.id != 0 {
 		delete(sess.msgs, m.id)
-		if sess.persistentLocked() && tx.durable() {
+		if sess.persistentLocked() && tx.Durable() {
 			tx.batch.DeleteMessage(sess.id, m.seq)
 		}
 	}

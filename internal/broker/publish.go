@@ -154,7 +154,7 @@ func (c *client) handlePublish(h packet.FixedHeader, body []byte) error {
 		// released by PUBREL (as Mosquitto does).
 		sess.mu.Lock()
 		sess.inboundQoS2[id] = struct{}{}
-		if sess.persistentLocked() && c.tx.durable() {
+		if sess.persistentLocked() && c.tx.Durable() {
 			c.tx.batch.PutInbound(sess.id, id)
 		}
 		sess.mu.Unlock()
@@ -188,7 +188,7 @@ func (c *client) ackAfterCommit(t packet.Type, id uint16, code byte) {
 				sess := c.sess
 				sess.mu.Lock()
 				delete(sess.inboundQoS2, id)
-				if sess.persistentLocked() && c.tx.durable() {
+				if sess.persistentLocked() && c.tx.Durable() {
 					// The store commit may have succeeded (a hold
 					// failed): a stale record would make the client's
 					// next message with this identifier look like a
@@ -237,7 +237,7 @@ func (c *client) handleAck(h packet.FixedHeader, body []byte) error {
 		sess.mu.Lock()
 		if _, ok := sess.inboundQoS2[id]; ok {
 			delete(sess.inboundQoS2, id)
-			if sess.persistentLocked() && c.tx.durable() {
+			if sess.persistentLocked() && c.tx.Durable() {
 				c.tx.batch.DeleteInbound(sess.id, id)
 			}
 		}

@@ -61,13 +61,13 @@ func (s *Server) publish(m *Message, sc *routeScratch, tx *Txn) int {
 	if m.Retain && !s.opts.DisableRetain {
 		if len(m.Payload) == 0 {
 			s.retained.Delete(m.Topic) // [MQTT-3.3.1-6]
-			if tx.durable() {
+			if tx.Durable() {
 				tx.batch.DeleteRetained(m.Topic)
 			}
 		} else {
 			s.retained.Set(m.Topic, m)
 			// $SYS values are recomputed at every start: not stored.
-			if tx.durable() && !strings.HasPrefix(m.Topic, "$SYS/") {
+			if tx.Durable() && !strings.HasPrefix(m.Topic, "$SYS/") {
 				r := messageRecord(m)
 				r.Retain = true
 				tx.batch.PutRetained(r)
@@ -87,35 +87,20 @@ func (s *Server) route(m *Message, sc *routeScratch, tx *Txn) int {
 		return 0
 	}
 	now := time.Now().UnixNano() // once per message, not per delivery
-	if sc.res.SubFilters <= 1 && len(sc.res.Shared) == 0 {
-		// One matching filter: every subscriber appears once, nothing to
-		// merge (the common case, and the fan-out hot path).
-		n := 0
-		for i := range sc.res.Subs {
-			e := &sc.res.Subs[i]
-			sub := e.Key
-			if e.Opts.NoLocal && m.From != "" && sub.SubscriberID() == m.From {
-				continue // [MQTT-3.8.3-3]
-			}
-			if !sub.MayReceive(m.Topic) {
-				continue
-			}
-			d := Delivery{Msg: m, QoS: min(m.QoS, e.Opts.QoS), Retain: m.Retain && e.Opts.RetainAsPublished}
-			if e.Opts.ID != 0 {
-				d.SubIDs = []uint32{e.Opts.ID}
-			}
-			sub.Deliver(d, tx, now)
-			n++
+	// With one matching filter every subscriber appears once (the common
+	// case, and the fan-out hot path): plain deliveries go out at once,
+	// with no merging. With several, a subscriber matched by overlapping
+	// filters gets one delivery with the merged options; subscribers the
+	// read ACL refuses get index -1, checked once per message.
+	merge := sc.res.SubFilters > 1
+	if merge {
+		if sc.idx == nil {
+			sc.idx = make(map[Subscriber]int)
 		}
-		return n
+		clear(sc.idx)
 	}
-	if sc.idx == nil {
-		sc.idx = make(map[Subscriber]int)
-	}
-	clear(sc.idx)
 	targets := sc.targets[:0]
-	// Subscribers refused by the read ACL get index -1: checked once per
-	// message, whatever the number of their overlapping subscriptions.
+	n := 0
 	for i := range sc.res.Subs {
 		e := &sc.res.Subs[i]
 		sub := e.Key
@@ -124,28 +109,37 @@ func (s *Server) route(m *Message, sc *routeScratch, tx *Txn) int {
 		}
 		qos := min(m.QoS, e.Opts.QoS)
 		retain := m.Retain && e.Opts.RetainAsPublished
-		if j, ok := sc.idx[sub]; ok {
-			if j < 0 {
+		if merge {
+			if j, ok := sc.idx[sub]; ok {
+				if j < 0 {
+					continue
+				}
+				t := &targets[j]
+				t.d.QoS = max(t.d.QoS, qos)
+				t.d.Retain = t.d.Retain || retain
+				if e.Opts.ID != 0 && !slices.Contains(t.d.SubIDs, e.Opts.ID) {
+					t.d.SubIDs = append(t.d.SubIDs, e.Opts.ID)
+				}
 				continue
 			}
-			t := &targets[j]
-			t.d.QoS = max(t.d.QoS, qos)
-			t.d.Retain = t.d.Retain || retain
-			if e.Opts.ID != 0 && !slices.Contains(t.d.SubIDs, e.Opts.ID) {
-				t.d.SubIDs = append(t.d.SubIDs, e.Opts.ID)
+		}
+		if !sub.MayReceive(m.Topic) {
+			if merge {
+				sc.idx[sub] = -1
 			}
 			continue
 		}
-		if !sub.MayReceive(m.Topic) {
-			sc.idx[sub] = -1
+		d := Delivery{Msg: m, QoS: qos, Retain: retain}
+		if e.Opts.ID != 0 {
+			d.SubIDs = []uint32{e.Opts.ID}
+		}
+		if !merge {
+			sub.Deliver(d, tx, now)
+			n++
 			continue
 		}
-		t := target{sub: sub, d: Delivery{Msg: m, QoS: qos, Retain: retain}}
-		if e.Opts.ID != 0 {
-			t.d.SubIDs = []uint32{e.Opts.ID}
-		}
 		sc.idx[sub] = len(targets)
-		targets = append(targets, t)
+		targets = append(targets, target{sub: sub, d: d})
 	}
 	for i := range sc.res.Shared {
 		g := &sc.res.Shared[i]
@@ -163,7 +157,7 @@ func (s *Server) route(m *Message, sc *routeScratch, tx *Txn) int {
 	for i := range targets {
 		targets[i].sub.Deliver(targets[i].d, tx, now)
 	}
-	n := len(targets)
+	n += len(targets)
 	clear(targets)
 	sc.targets = targets[:0]
 	return n
@@ -242,11 +236,7 @@ func (s *Server) checkStore() {
 	if s.store == nil {
 		return
 	}
-	w, ok := s.store.(interface{ Writable() error })
-	if !ok {
-		return
-	}
-	err := w.Writable()
+	err := s.store.Writable()
 	was := s.storeDegraded.Load()
 	switch {
 	case err != nil && !was:

@@ -175,7 +175,7 @@ func (s *session) deliverLocked(d Delivery, tx *Txn, now int64) {
 	m.seq = s.seq
 	s.msgs[m.id] = m
 	s.queue = append(s.queue, m)
-	if s.persistentLocked() && tx.durable() {
+	if s.persistentLocked() && tx.Durable() {
 		m.pending = true
 		tx.batch.PutMessage(s.id, m.seq, s.record(m))
 		// Released for sending once its record is committed; released too
@@ -426,7 +426,7 @@ func (s *session) complete(id uint16, t packet.Type, tx *Txn) (ok bool) {
 	delete(s.msgs, id)
 	s.sent--
 	s.releaseLocked(m)
-	if s.persistentLocked() && tx.durable() {
+	if s.persistentLocked() && tx.Durable() {
 		tx.deleteAcked(s.id, m.seq)
 	}
 	s.srv.deliveryOutcome(DeliveryAcknowledged, s.id, &m.d)
@@ -455,7 +455,7 @@ func (s *session) received(id uint16, reason byte, tx *Txn) (known, ok bool) {
 		s.sent--
 		s.releaseLocked(m)
 		s.srv.deliveryOutcome(DeliveryDropped, s.id, &m.d)
-		if s.persistentLocked() && tx.durable() {
+		if s.persistentLocked() && tx.Durable() {
 			tx.deleteAcked(s.id, m.seq)
 		}
 		s.drainLocked(time.Now().UnixNano())
@@ -463,7 +463,7 @@ func (s *session) received(id uint16, reason byte, tx *Txn) (known, ok bool) {
 	}
 	if m.state != outReleased {
 		m.state = outReleased
-		if s.persistentLocked() && tx.durable() {
+		if s.persistentLocked() && tx.Durable() {
 			tx.batch.PutMessage(s.id, m.seq, s.record(m))
 		}
 	}
@@ -559,7 +559,7 @@ func (sess *session) takeSharedLocked(tx *Txn) []Delivery {
 		sess.releaseLocked(m)
 		if m.id != 0 {
 			delete(sess.msgs, m.id)
-			if sess.persistentLocked() && tx.durable() {
+			if sess.persistentLocked() && tx.Durable() {
 				tx.batch.DeleteMessage(sess.id, m.seq)
 			}
 		}

@@ -92,7 +92,7 @@ func (s *Server) ImportSession(ls *store.LoadedSession) error {
 	}
 	tx := s.newTxn()
 	now := time.Now().UnixNano()
-	if tx.durable() {
+	if tx.Durable() {
 		tx.batch.PutSession(&ls.Session)
 		for i := range ls.Subscriptions {
 			tx.batch.PutSubscription(ls.Session.ClientID, &ls.Subscriptions[i])
@@ -182,7 +182,7 @@ func (s *Server) importSession(ls *store.LoadedSession, now int64, cleanup store
 	for _, sm := range ls.Messages {
 		mr := sm.Msg
 		msg := messageFromRecord(&mr)
-		if _, err := protocolSize(msg); err != nil && mr.State == store.StateQueued {
+		if _, err := protocolSize(msg, 0, 0); err != nil && mr.State == store.StateQueued {
 			s.log.Warn("queued message dropped at restore: not valid MQTT", "client", r.ClientID, "topic", msg.Topic, "err", err)
 			if cleanup != nil {
 				cleanup.DeleteMessage(r.ClientID, sm.Seq)
@@ -318,7 +318,7 @@ func (s *Server) Restore() error {
 			cleanup.DeleteRetained(m.Topic)
 			return nil
 		}
-		if _, err := protocolSize(m); err != nil {
+		if _, err := protocolSize(m, 0, 0); err != nil {
 			// Stored by an older version without today's validation: it
 			// could not be sent to anyone.
 			s.log.Warn("retained message dropped at restore: not valid MQTT", "topic", m.Topic, "err", err)

@@ -91,7 +91,7 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 		}
 		sess.subs[sub.Filter] = subscription{filter: sub.Filter, opts: opts}
 		c.srv.index.Subscribe(sess, sub.Filter, opts)
-		if sess.persistentLocked() && c.tx.durable() {
+		if sess.persistentLocked() && c.tx.Durable() {
 			c.tx.batch.PutSubscription(sess.id, &store.SubscriptionRecord{
 				Filter: sub.Filter, QoS: opts.QoS, NoLocal: opts.NoLocal,
 				RetainAsPublished: opts.RetainAsPublished, RetainHandling: opts.RetainHandling, ID: opts.ID,
@@ -199,7 +199,7 @@ func (c *client) handleUnsubscribe(h packet.FixedHeader, body []byte) error {
 		if _, ok := sess.subs[f]; ok {
 			delete(sess.subs, f)
 			c.srv.index.Unsubscribe(sess, f)
-			if sess.persistentLocked() && c.tx.durable() {
+			if sess.persistentLocked() && c.tx.Durable() {
 				c.tx.batch.DeleteSubscription(sess.id, f)
 			}
 			codes[i] = packet.Success

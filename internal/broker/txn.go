@@ -70,21 +70,12 @@ func (s *Server) newTxn() *Txn {
 // Durable reports whether changes are recorded in a store batch.
 func (t *Txn) Durable() bool { return t != nil && t.batch != nil }
 
-// durable is Durable for the broker's own call sites.
-func (t *Txn) durable() bool { return t != nil && t.batch != nil }
-
 // Batch is the store batch changes are recorded in (nil without a store).
 func (t *Txn) Batch() store.Batch { return t.batch }
 
 // then runs fn after the next successful commit (at once without a store
 // or holds). If the commit fails, fn is not run.
-func (t *Txn) then(fn func()) {
-	if !t.durable() && len(t.holds) == 0 {
-		fn()
-		return
-	}
-	t.actions = append(t.actions, action{ok: fn})
-}
+func (t *Txn) then(fn func()) { t.thenOr(fn, nil) }
 
 // Then is then for subscribers and internal publishers: fn runs after the
 // changes are committed, with the commit's outcome (the store's error, a
@@ -103,7 +94,7 @@ var errCommitFailed = errors.New("store commit failed")
 
 // thenOr runs ok after a successful commit and fail after a failed one.
 func (t *Txn) thenOr(ok, fail func()) {
-	if !t.durable() && len(t.holds) == 0 {
+	if !t.Durable() && len(t.holds) == 0 {
 		ok()
 		return
 	}
@@ -131,7 +122,7 @@ func (t *Txn) Hold() (release func(err error)) {
 
 // pending reports whether anything waits for a commit.
 func (t *Txn) pending() bool {
-	return len(t.holds) > 0 || len(t.actions) > 0 || (t.durable() && t.batch.Len() > 0)
+	return len(t.holds) > 0 || len(t.actions) > 0 || (t.Durable() && t.batch.Len() > 0)
 }
 
 // waitHolds waits for every hold to be released; the first error wins.
@@ -176,7 +167,7 @@ func (t *Txn) commit(s *Server) error {
 	var firstErr error
 	for t.pending() {
 		var err error
-		if t.durable() && t.batch.Len() > 0 {
+		if t.Durable() && t.batch.Len() > 0 {
 			commit := t.batch.Commit
 			if t.batch.Len() == t.lazyN && len(t.actions) == 0 {
 				commit = t.batch.CommitNoSync
