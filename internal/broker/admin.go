@@ -244,7 +244,7 @@ func (s *Server) DeleteRetained(t string) bool {
 		return false
 	}
 	tx := s.newTxn()
-	if tx.durable() {
+	if tx.Durable() {
 		tx.batch.DeleteRetained(t)
 	}
 	_ = tx.commit(s)
@@ -255,6 +255,7 @@ func (s *Server) DeleteRetained(t string) bool {
 type Totals struct {
 	SessionsOnline, SessionsOffline int
 	Inflight, Queued                int
+	QueuedBytes                     int64 // memory held by queued and in-flight messages
 	ConnectionsByListener           map[string]int
 	ConnectionsByVersion            map[string]int
 }
@@ -283,6 +284,7 @@ func (s *Server) Totals() Totals {
 		}
 		t.Inflight += ss.sent
 		t.Queued += len(ss.queue)
+		t.QueuedBytes += ss.bytes
 		ss.mu.Unlock()
 	}
 	return t

@@ -193,10 +193,7 @@ func (s *Server) ValidateMessage(m *Message) error {
 // size as a v5 PUBLISH.
 func (s *Server) messageSize(m *Message) (uint32, error) {
 	o := &s.opts
-	if err := topic.ValidateName(m.Topic, o.MaxTopicLen, o.MaxTopicLevels); err != nil {
-		return 0, err
-	}
-	size, err := protocolSize(m)
+	size, err := protocolSize(m, o.MaxTopicLen, o.MaxTopicLevels)
 	if err != nil {
 		return 0, err
 	}
@@ -212,14 +209,15 @@ func (s *Server) messageSize(m *Message) (uint32, error) {
 	return uint32(size), nil
 }
 
-// protocolSize checks what the protocol itself requires of a message
-// (whatever the configuration) and returns its encoded size as a v5
-// PUBLISH with room for subscription identifiers and a topic alias.
-func protocolSize(m *Message) (uint64, error) {
+// protocolSize checks what the protocol itself requires of a message (the
+// topic also against maxLen and maxLevels, 0 = only the protocol's limits)
+// and returns its encoded size as a v5 PUBLISH with room for subscription
+// identifiers and a topic alias.
+func protocolSize(m *Message, maxLen, maxLevels int) (uint64, error) {
 	if m.QoS > 2 {
 		return 0, errors.New("QoS must be 0, 1 or 2")
 	}
-	if err := topic.ValidateName(m.Topic, 0, 0); err != nil {
+	if err := topic.ValidateName(m.Topic, maxLen, maxLevels); err != nil {
 		return 0, err
 	}
 	// Strings reach subscribers as MQTT UTF-8 strings, which their codecs

@@ -41,19 +41,5 @@ func (s *Server) RetainedPayloadBytes() (count int, bytes int64) {
 }
 
 // QueuedBytes is the memory held by messages queued or in flight in
-// sessions (exact: it visits every session; for metrics and the API).
-func (s *Server) QueuedBytes() int64 {
-	s.mu.Lock()
-	list := make([]*session, 0, len(s.sessions))
-	for _, ss := range s.sessions {
-		list = append(list, ss)
-	}
-	s.mu.Unlock()
-	var n int64
-	for _, ss := range list {
-		ss.mu.Lock()
-		n += ss.bytes
-		ss.mu.Unlock()
-	}
-	return n
-}
+// sessions (exact: it visits every session, see Totals).
+func (s *Server) QueuedBytes() int64 { return s.Totals().QueuedBytes }

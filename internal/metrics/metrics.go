@@ -327,7 +327,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(d.panics, sn.Panics)
 	counter(d.takeoversRefused, sn.TakeoversRefused)
 	counter(d.subscriptionsRevoked, sn.SubscriptionsRevoked)
-	gauge(d.queuedBytes, float64(c.srv.QueuedBytes()))
+	gauge(d.queuedBytes, float64(tot.QueuedBytes))
 	if c.AuthStats != nil {
 		if as := c.AuthStats(); as != nil {
 			counter(d.authThrottled, as.Throttled.Load())
