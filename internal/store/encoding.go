@@ -45,7 +45,8 @@ package store
 //	version=2 (or 1)
 //	varint H, then H bytes of head:
 //	  flags        bit0 Retain, bit1 DeliverRetain, bit2 identity follows,
-//	               bit3 origin follows (bits 2 and 3: version 2 only)
+//	               bit3 origin follows, bit4 stamp follows (bits 2 to 4:
+//	               version 2 only)
 //	  QoS, DeliverQoS, State                   one byte each
 //	  PacketID, Received, Expiry               varints
 //	  Topic, From, Group                       strings
@@ -58,6 +59,7 @@ package store
 //	  bytes, then varint n and n (key, value) string pairs
 //	  [identity: IDNode uint64 BE (8 bytes, a hash), IDSeq varint]
 //	  [origin: Hops byte, OriginKind byte, OriginName string]
+//	  [stamp: Stamp uint64 BE (a retained message's HLC timestamp)]
 //	payload: the rest of the value
 //
 // The identity is written when IDNode or IDSeq is non-zero, the origin
@@ -225,6 +227,7 @@ const (
 	mfDeliverRetain
 	mfIdentity // version 2: IDNode, IDSeq follow the properties
 	mfOrigin   // version 2: Hops, OriginKind, OriginName follow
+	mfStamp    // version 2: the retained stamp (uint64 BE) follows
 	mfAll      = 1<<iota - 1
 	mfAllV1    = mfRetain | mfDeliverRetain
 )
@@ -258,6 +261,9 @@ func appendMessageHead(dst []byte, m *MessageRecord, n int) []byte {
 	}
 	if origin {
 		flags |= mfOrigin
+	}
+	if m.Stamp != 0 {
+		flags |= mfStamp
 	}
 	dst = append(dst, flags, m.QoS, m.DeliverQoS, m.State)
 	dst = binary.AppendUvarint(dst, uint64(m.PacketID))
@@ -302,6 +308,9 @@ func appendMessageHead(dst []byte, m *MessageRecord, n int) []byte {
 	if origin {
 		dst = append(dst, m.Hops, m.OriginKind)
 		dst = appendStr(dst, m.OriginName)
+	}
+	if m.Stamp != 0 {
+		dst = binary.BigEndian.AppendUint64(dst, m.Stamp)
 	}
 	if len(dst)-start != n {
 		panic(fmt.Sprintf("store: message head is %d bytes, computed %d", len(dst)-start, n))
@@ -371,6 +380,9 @@ func messageHeadLen(m *MessageRecord) int {
 	}
 	if hasOrigin(m) {
 		n += 2 + strLen(len(m.OriginName))
+	}
+	if m.Stamp != 0 {
+		n += 8
 	}
 	return n
 }
@@ -495,6 +507,9 @@ func decodeMessage(v []byte, m *MessageRecord) error {
 		m.Hops = d.byte("hops")
 		m.OriginKind = d.byte("origin kind")
 		m.OriginName = d.str("origin name")
+	}
+	if flags&mfStamp != 0 {
+		m.Stamp = d.uint64("stamp")
 	}
 	return d.finish("message")
 }

@@ -107,6 +107,9 @@ func messageCases() map[string]MessageRecord {
 		"origin kind only": {Topic: "s/1", OriginKind: OriginServer},
 		"origin name only": {Topic: "l/1", OriginName: "mqtt-tls"},
 		"origin max":       {Topic: "g", Hops: 255, OriginKind: 255, OriginName: strings.Repeat("n", 300), Retain: true},
+		"stamp":            {Topic: "r/1", Payload: []byte("v"), Retain: true, Stamp: 0x0192_3456_789A_0001},
+		"stamp with all": {Topic: "r/2", Payload: []byte("v"), Retain: true, IDNode: 7, IDSeq: 8, Hops: 1,
+			OriginKind: OriginCluster, OriginName: "n2", Stamp: math.MaxUint64},
 	}
 }
 

@@ -79,6 +79,9 @@ type MessageRecord struct {
 	Hops       uint8  // broker-to-broker links (bridge, cluster) the message has crossed
 	OriginKind uint8  // one of the Origin constants
 	OriginName string // listener, bridge or gateway name ("" if none)
+	// Stamp orders versions of a retained message across cluster nodes
+	// (a hybrid logical clock timestamp; 0 = none).
+	Stamp uint64
 
 	// Delivery to a session (zero for retained and will messages).
 	DeliverQoS    byte
@@ -345,3 +348,12 @@ func decodeSnapshot(b []byte) (*LoadedSession, error) {
 	}
 	return ls, nil
 }
+
+// AppendMessage appends the encoding of a message record (the store's own
+// value encoding, documented in encoding.go), for carrying messages
+// between nodes. DecodeMessage reverses it; it never panics on bad input.
+func AppendMessage(dst []byte, m *MessageRecord) []byte { return appendMessage(dst, m) }
+
+// DecodeMessage decodes what AppendMessage wrote. The record's strings and
+// payload alias b.
+func DecodeMessage(b []byte, m *MessageRecord) error { return decodeMessage(b, m) }
