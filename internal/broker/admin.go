@@ -240,13 +240,12 @@ func (s *Server) RetainedMessage(t string) (*Message, bool) {
 // the removal is committed, reporting whether there was one (a failed
 // commit is counted and logged as a store error).
 func (s *Server) DeleteRetained(t string) bool {
-	if !s.retained.Delete(t) {
+	if _, ok := s.retained.Get(t); !ok {
 		return false
 	}
 	tx := s.newTxn()
-	if tx.Durable() {
-		tx.batch.DeleteRetained(t)
-	}
+	// As an empty retained publish: stamped and, in a cluster, replicated.
+	s.setRetainedLocal(&Message{Topic: t, Retain: true, ID: MessageID{Node: s.nodeHash, Seq: s.msgSeq.Add(1)}}, tx)
 	_ = tx.commit(s)
 	return true
 }

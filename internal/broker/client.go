@@ -65,6 +65,8 @@ type client struct {
 	// commitFailed is set when a commit failed and an acknowledgement
 	// that depended on it cannot be sent: the connection is closed.
 	commitFailed bool
+	// claimStamp is this connection's cluster claim (0 if not clustered).
+	claimStamp uint64
 	// maxIn is the largest packet accepted now: MaxConnectSize until
 	// CONNECT is handled, then MaxPacketSize.
 	maxIn       uint32

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -269,6 +270,30 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 		// A persistent session needs the store, which cannot write now.
 		c.srv.stats.droppedStoreDegraded.Add(1)
 		return c.refuse(c.version, packet.QuotaExceeded, packet.ConnRefusedServerUnavailable, "store not writable")
+	}
+	if dir := o.Directory; dir != nil {
+		// Cluster: the client identifier is claimed on every node; the
+		// node that held its session hands it over (or ends it).
+		req := ClaimRequest{ClientID: id, Username: c.username, Role: c.role, Clean: cp.CleanStart, Stamp: c.srv.hclock.Now(), Node: o.NodeName}
+		ctx, cancel := context.WithCancel(context.Background())
+		stop := context.AfterFunc(c.srv.quitCtx(), cancel)
+		ls, err := dir.Claim(ctx, req)
+		stop()
+		cancel()
+		switch {
+		case errors.Is(err, ErrClaimForeign):
+			c.srv.stats.takeoversRefused.Add(1)
+			return c.refuse(c.version, packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "client identifier belongs to another user")
+		case err != nil:
+			c.srv.stats.claimsRefused.Add(1)
+			return c.refuse(c.version, packet.ServerBusy, packet.ConnRefusedServerUnavailable, "client identifier: "+err.Error())
+		}
+		if ls != nil && !cp.CleanStart {
+			if err := c.srv.AdoptSession(ls, sessionDedupWindow); err != nil {
+				c.srv.log.Warn("session handed over by another node not installed", "client", id, "err", err)
+			}
+		}
+		c.claimStamp = req.Stamp
 	}
 	c.connectedAt = time.Now() // before attach makes the client visible
 	if !c.srv.attach(c, cp.CleanStart, expiry, will, willDelay, &ack, c.tx) {

@@ -313,7 +313,7 @@ func (l *LocalSubscriber) Subscribe(filter string, opts topic.Options) error {
 	}
 	_, existed := l.filters[filter]
 	l.filters[filter] = opts
-	s.index.Subscribe(l, filter, opts)
+	s.indexSubscribe(l, filter, opts)
 	l.mu.Unlock()
 	_, _, shared := topic.ParseShared(filter)
 	if !shared && !s.opts.DisableRetain && (opts.RetainHandling == 0 || (opts.RetainHandling == 1 && !existed)) {
@@ -340,7 +340,7 @@ func (l *LocalSubscriber) Unsubscribe(filter string) bool {
 		return false
 	}
 	delete(l.filters, filter)
-	l.srv.index.Unsubscribe(l, filter)
+	l.srv.indexUnsubscribe(l, filter)
 	return true
 }
 
@@ -425,7 +425,7 @@ func (l *LocalSubscriber) Close() {
 	}
 	l.closed = true
 	for f := range l.filters {
-		l.srv.index.Unsubscribe(l, f)
+		l.srv.indexUnsubscribe(l, f)
 	}
 	l.filters = nil
 	l.queue, l.head = nil, 0

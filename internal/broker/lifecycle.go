@@ -75,6 +75,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 		sess.online.Store(true)
 		sess.user.Store(&c.username)
 		sess.role.Store(uint32(c.role))
+		sess.claimStamp, sess.claimNode = c.claimStamp, s.opts.NodeName
 		sess.expiryInterval = expiry
 		if sess.expiryTimer != nil {
 			sess.expiryTimer.Stop()
@@ -229,7 +230,7 @@ func (s *Server) endSessionLocked(sess *session, tx *Txn) {
 	sess.mu.Lock()
 	sess.ended = true
 	for f := range sess.subs {
-		s.index.Unsubscribe(sess, f)
+		s.indexUnsubscribe(sess, f)
 	}
 	sess.subs = nil
 	if sess.expiryTimer != nil {
@@ -343,7 +344,7 @@ func (sess *session) recheckLocked(tx *Txn) {
 	for f := range sess.subs {
 		if !a.CanSubscribe(info, f) {
 			delete(sess.subs, f)
-			sess.srv.index.Unsubscribe(sess, f)
+			sess.srv.indexUnsubscribe(sess, f)
 			if sess.persistentLocked() && tx.Durable() {
 				tx.batch.DeleteSubscription(sess.id, f)
 			}

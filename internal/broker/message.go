@@ -98,6 +98,9 @@ type Message struct {
 	// prevention.
 	Origin Origin
 	Hops   uint8
+	// Stamp orders versions of a retained message across cluster nodes
+	// (hybrid logical clock; set when a retained message is stored).
+	Stamp uint64
 
 	// size is the message's encoded size as it arrived (0 = unknown): a
 	// cheap bound used to avoid building packets the protocol cannot carry.

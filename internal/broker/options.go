@@ -3,6 +3,7 @@ package broker
 import (
 	"time"
 
+	"github.com/isobar-mq/isobar/internal/hlc"
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 	"github.com/isobar-mq/isobar/internal/store"
 )
@@ -116,6 +117,16 @@ type Options struct {
 	// CONNECT from someone else with its client identifier is refused
 	// (v5 0x87, v3 return code 5).
 	AllowForeignTakeover bool
+
+	// Cluster seams (internal/cluster sets them; nil for a single node).
+	// Interest is told about changes of local interest; Retained about
+	// local retained-message changes; Directory keeps client identifiers
+	// unique across nodes; Clock stamps retained messages and connects
+	// (a hybrid logical clock shared with the cluster layer).
+	Interest  InterestObserver
+	Retained  RetainObserver
+	Directory SessionDirectory
+	Clock     *hlc.Clock
 
 	// HoldTimeout bounds how long a commit waits for subscribers that hold
 	// it (remote nodes, bridges). Default 10 s.

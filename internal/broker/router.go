@@ -2,7 +2,6 @@ package broker
 
 import (
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/store"
@@ -50,6 +49,11 @@ type routeScratch struct {
 	res     topic.Result[Subscriber]
 	idx     map[Subscriber]int
 	targets []target
+	// localOnly routes a message forwarded by another node: to local
+	// subscribers only, and to the shared groups in groups.
+	localOnly bool
+	skipPlain bool
+	groups    []string
 }
 
 // publish stores a retained message if needed and routes it. It returns
@@ -59,20 +63,7 @@ func (s *Server) publish(m *Message, sc *routeScratch, tx *Txn) int {
 		m.ID = MessageID{Node: s.nodeHash, Seq: s.msgSeq.Add(1)}
 	}
 	if m.Retain && !s.opts.DisableRetain {
-		if len(m.Payload) == 0 {
-			s.retained.Delete(m.Topic) // [MQTT-3.3.1-6]
-			if tx.Durable() {
-				tx.batch.DeleteRetained(m.Topic)
-			}
-		} else {
-			s.retained.Set(m.Topic, m)
-			// $SYS values are recomputed at every start: not stored.
-			if tx.Durable() && !strings.HasPrefix(m.Topic, "$SYS/") {
-				r := messageRecord(m)
-				r.Retain = true
-				tx.batch.PutRetained(r)
-			}
-		}
+		s.setRetainedLocal(m, tx)
 	}
 	return s.route(m, sc, tx)
 }
@@ -101,9 +92,16 @@ func (s *Server) route(m *Message, sc *routeScratch, tx *Txn) int {
 	}
 	targets := sc.targets[:0]
 	n := 0
-	for i := range sc.res.Subs {
-		e := &sc.res.Subs[i]
+	subs := sc.res.Subs
+	if sc.skipPlain {
+		subs = nil
+	}
+	for i := range subs {
+		e := &subs[i]
 		sub := e.Key
+		if sc.localOnly && isRemote(sub) {
+			continue // forwarded messages cross one link at most
+		}
 		if e.Opts.NoLocal && m.From != "" && sub.SubscriberID() == m.From {
 			continue // [MQTT-3.8.3-3]
 		}
@@ -143,7 +141,10 @@ func (s *Server) route(m *Message, sc *routeScratch, tx *Txn) int {
 	}
 	for i := range sc.res.Shared {
 		g := &sc.res.Shared[i]
-		e := pickShared(g.Members, g.Next, nil, m.Topic)
+		if sc.localOnly && !groupListed(sc.groups, g.Group, g.Filter) {
+			continue // the sending node picked another node's member
+		}
+		e := pickShared(g.Members, g.Next, nil, m.Topic, sc.localOnly)
 		if e == nil {
 			s.stats.droppedNotAuthorized.Add(1)
 			continue
@@ -164,33 +165,52 @@ func (s *Server) route(m *Message, sc *routeScratch, tx *Txn) int {
 }
 
 // pickShared chooses the member of a shared group that gets a message on
-// topic: round robin from next, preferring online members, never exclude,
-// and only members allowed to receive it (shared deliveries pass the same
-// read ACL as plain ones). nil when no member may have it.
-func pickShared(members []topic.Entry[Subscriber], next uint64, exclude Subscriber, topicName string) *topic.Entry[Subscriber] {
+// topic: round robin from next, never exclude, and only members allowed to
+// receive it (shared deliveries pass the same read ACL as plain ones);
+// preferring, in order, online local members, online remote nodes,
+// offline local members, then unreachable remote nodes. localOnly leaves
+// remote nodes out. nil when no member may have it.
+func pickShared(members []topic.Entry[Subscriber], next uint64, exclude Subscriber, topicName string, localOnly bool) *topic.Entry[Subscriber] {
 	n := len(members)
 	if n == 0 {
 		return nil
 	}
-	var fallback *topic.Entry[Subscriber]
+	var best *topic.Entry[Subscriber]
+	bestRank := 4
 	for i := 0; i < n; i++ {
 		e := &members[(int(next%uint64(n))+i)%n]
 		if exclude != nil && e.Key == exclude {
 			continue
 		}
-		online := e.Key.Online()
-		if !online && fallback != nil {
+		rank := 0
+		if isRemote(e.Key) {
+			if localOnly {
+				continue
+			}
+			rank = 1
+		}
+		if !e.Key.Online() {
+			rank += 2
+		}
+		if rank >= bestRank || !e.Key.MayReceive(topicName) {
 			continue
 		}
-		if !e.Key.MayReceive(topicName) {
-			continue
-		}
-		if online {
+		if rank == 0 {
 			return e
 		}
-		fallback = e
+		best, bestRank = e, rank
 	}
-	return fallback
+	return best
+}
+
+// groupListed reports whether "group/filter" is in groups.
+func groupListed(groups []string, group, filter string) bool {
+	for _, g := range groups {
+		if len(g) == len(group)+1+len(filter) && g[len(group)] == '/' && g[:len(group)] == group && g[len(group)+1:] == filter {
+			return true
+		}
+	}
+	return false
 }
 
 // dispatchShared re-delivers a shared-subscription message to another
@@ -204,7 +224,7 @@ func (s *Server) dispatchShared(d Delivery, from Subscriber, tx *Txn, redeliver 
 		if g.Group+"/"+g.Filter != d.Group {
 			continue
 		}
-		e := pickShared(g.Members, g.Next, from, d.Msg.Topic)
+		e := pickShared(g.Members, g.Next, from, d.Msg.Topic, false)
 		if e != nil && e.Key.Online() {
 			nd := Delivery{Msg: d.Msg, QoS: min(d.Msg.QoS, e.Opts.QoS), Retain: d.Retain, Group: d.Group}
 			if e.Opts.ID != 0 {

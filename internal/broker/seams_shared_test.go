@@ -63,34 +63,34 @@ func TestSeamPickShared(t *testing.T) {
 	m := seamMembers(a, b, c)
 	var rr []string
 	for next := range uint64(6) {
-		rr = append(rr, seamPicked(pickShared(m, next, nil, "t")))
+		rr = append(rr, seamPicked(pickShared(m, next, nil, "t", false)))
 	}
 	if got := strings.Join(rr, ","); got != "a,b,c,a,b,c" {
 		t.Fatalf("round robin %s", got)
 	}
-	if got := seamPicked(pickShared(m, 1, b, "t")); got != "c" {
+	if got := seamPicked(pickShared(m, 1, b, "t", false)); got != "c" {
 		t.Fatalf("excluding b: %s", got)
 	}
-	if got := seamPicked(pickShared(nil, 0, nil, "t")); got != "none" {
+	if got := seamPicked(pickShared(nil, 0, nil, "t", false)); got != "none" {
 		t.Fatalf("no members: %s", got)
 	}
 
 	b.offline = true
-	if got := seamPicked(pickShared(m, 1, nil, "t")); got != "c" {
+	if got := seamPicked(pickShared(m, 1, nil, "t", false)); got != "c" {
 		t.Fatalf("b offline, next b: %s, want c (online preferred)", got)
 	}
 	a.offline, c.offline = true, true
-	if got := seamPicked(pickShared(m, 1, nil, "t")); got != "b" {
+	if got := seamPicked(pickShared(m, 1, nil, "t", false)); got != "b" {
 		t.Fatalf("all offline, next b: %s, want b", got)
 	}
 	a.offline, b.offline, c.offline = false, false, false
 
 	a.deny = true
-	if got := seamPicked(pickShared(m, 0, nil, "t")); got != "b" {
+	if got := seamPicked(pickShared(m, 0, nil, "t", false)); got != "b" {
 		t.Fatalf("a not allowed: %s", got)
 	}
 	b.deny, c.deny = true, true
-	if got := seamPicked(pickShared(m, 0, nil, "t")); got != "none" {
+	if got := seamPicked(pickShared(m, 0, nil, "t", false)); got != "none" {
 		t.Fatalf("nobody allowed: %s", got)
 	}
 
@@ -99,7 +99,7 @@ func TestSeamPickShared(t *testing.T) {
 	a.offline, a.deny = true, true
 	b.offline, b.deny = true, false
 	c.offline, c.deny = false, true
-	if got := seamPicked(pickShared(m, 0, nil, "t")); got != "b" {
+	if got := seamPicked(pickShared(m, 0, nil, "t", false)); got != "b" {
 		t.Fatalf("only an offline member allowed: %s", got)
 	}
 }

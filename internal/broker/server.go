@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/mqtt/packet"
+	"github.com/isobar-mq/isobar/internal/hlc"
 	"github.com/isobar-mq/isobar/internal/store"
 	"github.com/isobar-mq/isobar/internal/topic"
 )
@@ -156,6 +157,14 @@ type Server struct {
 	online atomic.Int64
 	conns  atomic.Int64
 	quit   chan struct{}
+
+	// Cluster seams (cluster.go).
+	interest interest
+	retMu    sync.Mutex // orders retained changes (local and applied)
+	hclock   *hlc.Clock
+	// ctx ends when the server shuts down.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // New creates a server. log may be nil (discard).
@@ -177,7 +186,15 @@ func New(opts Options, log *slog.Logger, auth Auth) *Server {
 		store:         opts.Store,
 		connRate:      &connRateLimiter{rate: opts.ConnectionRate, burst: float64(max(opts.ConnectionBurst, 1))},
 		listenerConns: make(map[string]int),
+		hclock:        opts.Clock,
 	}
+	if opts.Interest != nil {
+		s.interest.counts = make(map[string]int)
+	}
+	if s.hclock == nil && (opts.Retained != nil || opts.Directory != nil) {
+		s.hclock = new(hlc.Clock)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.clock.Store(time.Now().UnixNano())
 	s.msgSeq.Store(uint64(time.Now().UnixNano()))
 	s.wg.Add(2)
@@ -298,6 +315,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	close(s.quit)
+	s.cancel()
 
 	s.lnMu.Lock()
 	for _, l := range s.listeners {

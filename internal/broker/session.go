@@ -92,6 +92,18 @@ type session struct {
 	willDelay uint32
 	willTimer *time.Timer
 	willAt    int64 // when the delayed will is due (unix nanos)
+
+	// claimStamp and claimNode order this session's current connection
+	// against connects of the same client identifier on other nodes (0
+	// when not clustered).
+	claimStamp uint64
+	claimNode  string
+	// seen holds the ids of messages delivered since the session moved
+	// here from another node, until seenUntil (unix nanos): a message
+	// that reaches it twice (routed here and forwarded by the node it
+	// left) counts once.
+	seen      map[MessageID]struct{}
+	seenUntil int64
 }
 
 func newSession(srv *Server, id string) *session {
@@ -132,6 +144,10 @@ func (s *session) Deliver(d Delivery, tx *Txn, now int64) {
 // message by the caller.
 func (s *session) deliverLocked(d Delivery, tx *Txn, now int64) {
 	if s.ended {
+		return
+	}
+	if s.seenUntil != 0 && s.seenLocked(d.Msg.ID, now) {
+		s.srv.stats.droppedDuplicate.Add(1)
 		return
 	}
 	if d.Msg.expired(now) {
@@ -532,7 +548,7 @@ func messageRecord(m *Message) *store.MessageRecord {
 		Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props,
 		Received: m.Received, Expiry: m.Expiry, From: m.From,
 		IDNode: m.ID.Node, IDSeq: m.ID.Seq, Hops: m.Hops,
-		OriginKind: uint8(m.Origin.Kind), OriginName: m.Origin.Name,
+		OriginKind: uint8(m.Origin.Kind), OriginName: m.Origin.Name, Stamp: m.Stamp,
 	}
 }
 
@@ -541,7 +557,7 @@ func messageFromRecord(r *store.MessageRecord) *Message {
 		Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain, Props: r.Props,
 		Received: r.Received, Expiry: r.Expiry, From: r.From,
 		ID: MessageID{Node: r.IDNode, Seq: r.IDSeq}, Hops: r.Hops,
-		Origin: Origin{Kind: OriginKind(r.OriginKind), Name: r.OriginName},
+		Origin: Origin{Kind: OriginKind(r.OriginKind), Name: r.OriginName}, Stamp: r.Stamp,
 	}
 	m.Props.Present &= messagePropMask
 	return m

@@ -176,7 +176,7 @@ func (s *Server) importSession(ls *store.LoadedSession, now int64, cleanup store
 	for _, sr := range ls.Subscriptions {
 		opts := topic.Options{QoS: sr.QoS, NoLocal: sr.NoLocal, RetainAsPublished: sr.RetainAsPublished, RetainHandling: sr.RetainHandling, ID: sr.ID}
 		sess.subs[sr.Filter] = subscription{filter: sr.Filter, opts: opts}
-		s.index.Subscribe(sess, sr.Filter, opts)
+		s.indexSubscribe(sess, sr.Filter, opts)
 	}
 	n := 0
 	for _, sm := range ls.Messages {
@@ -297,7 +297,7 @@ func (sess *session) discard() {
 		sess.willTimer.Stop()
 	}
 	for f := range sess.subs {
-		sess.srv.index.Unsubscribe(sess, f)
+		sess.srv.indexUnsubscribe(sess, f)
 	}
 }
 

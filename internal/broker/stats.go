@@ -38,6 +38,11 @@ type Stats struct {
 	takeoversRefused     atomic.Uint64
 	subscriptionsRevoked atomic.Uint64
 	panics               atomic.Uint64
+	forwardedIn          atomic.Uint64
+	sessionsMovedIn      atomic.Uint64
+	sessionsMovedOut     atomic.Uint64
+	droppedDuplicate     atomic.Uint64
+	claimsRefused        atomic.Uint64
 
 	receivedByQoS [3]atomic.Uint64
 	sentByQoS     [3]atomic.Uint64
@@ -60,6 +65,10 @@ type Snapshot struct {
 	StoreErrors, DroppedRateLimited, ConnectionRateRefused, ListenerFull                     uint64
 	DroppedQueueBytes, DroppedStoreDegraded, DroppedByHook, HoldFailures                     uint64
 	TakeoversRefused, SubscriptionsRevoked, Panics                                           uint64
+	// Cluster: messages forwarded in by other nodes, sessions moved in and
+	// out, deliveries dropped as duplicates after a move, connects refused
+	// because a concurrent one won on another node.
+	ForwardedIn, SessionsMovedIn, SessionsMovedOut, DroppedDuplicate, ClaimsRefused uint64
 
 	ReceivedByQoS, SentByQoS [3]uint64
 	// MalformedByType is indexed by packet type (1..15; 0 = unknown).
@@ -95,6 +104,11 @@ func (s *Stats) Snapshot() Snapshot {
 		TakeoversRefused:      s.takeoversRefused.Load(),
 		SubscriptionsRevoked:  s.subscriptionsRevoked.Load(),
 		Panics:                s.panics.Load(),
+		ForwardedIn:           s.forwardedIn.Load(),
+		SessionsMovedIn:       s.sessionsMovedIn.Load(),
+		SessionsMovedOut:      s.sessionsMovedOut.Load(),
+		DroppedDuplicate:      s.droppedDuplicate.Load(),
+		ClaimsRefused:         s.claimsRefused.Load(),
 		DisconnectsByReason:   make(map[byte]uint64),
 		Latency:               s.latency.snapshot(),
 	}

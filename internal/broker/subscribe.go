@@ -90,7 +90,7 @@ func (c *client) handleSubscribe(h packet.FixedHeader, body []byte) error {
 			opts.QoS = granted
 		}
 		sess.subs[sub.Filter] = subscription{filter: sub.Filter, opts: opts}
-		c.srv.index.Subscribe(sess, sub.Filter, opts)
+		c.srv.indexSubscribe(sess, sub.Filter, opts)
 		if sess.persistentLocked() && c.tx.Durable() {
 			c.tx.batch.PutSubscription(sess.id, &store.SubscriptionRecord{
 				Filter: sub.Filter, QoS: opts.QoS, NoLocal: opts.NoLocal,
@@ -198,7 +198,7 @@ func (c *client) handleUnsubscribe(h packet.FixedHeader, body []byte) error {
 	for i, f := range up.Filters {
 		if _, ok := sess.subs[f]; ok {
 			delete(sess.subs, f)
-			c.srv.index.Unsubscribe(sess, f)
+			c.srv.indexUnsubscribe(sess, f)
 			if sess.persistentLocked() && c.tx.Durable() {
 				c.tx.batch.DeleteSubscription(sess.id, f)
 			}
