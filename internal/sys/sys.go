@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/isobar-mq/isobar/internal/broker"
+	"github.com/isobar-mq/isobar/internal/cluster"
 )
 
 // Prefix is the root of every topic published.
@@ -41,11 +42,20 @@ type Options struct {
 	Log     *slog.Logger
 }
 
+// ClusterSource is what the publisher needs from the node's cluster. Its
+// ClusterStatus must be quick: it is called at every update.
+type ClusterSource interface {
+	ClusterStatus() cluster.Status
+}
+
 // Publisher periodically publishes $SYS topics. Stop it with Stop.
 type Publisher struct {
 	srv  *broker.Server
 	opts Options
 	log  *slog.Logger
+
+	clMu sync.Mutex
+	cl   ClusterSource
 
 	start time.Time
 	quit  chan struct{}
@@ -101,6 +111,24 @@ func (p *Publisher) Stop() {
 	}
 	p.once.Do(func() { close(p.quit) })
 	<-p.done
+}
+
+// SetCluster adds the cluster/... topics, read from c from the next
+// update on; nil stops updating them (the last values stay retained). Safe
+// on a nil Publisher ($SYS disabled) and at any time.
+func (p *Publisher) SetCluster(c ClusterSource) {
+	if p == nil {
+		return
+	}
+	p.clMu.Lock()
+	p.cl = c
+	p.clMu.Unlock()
+}
+
+func (p *Publisher) clusterSource() ClusterSource {
+	p.clMu.Lock()
+	defer p.clMu.Unlock()
+	return p.cl
 }
 
 func (p *Publisher) run() {
@@ -243,4 +271,25 @@ func (p *Publisher) update(now time.Time) {
 	p.setU("publish/messages/sent", cur.msgsSent)
 	p.setU("bytes/received", cur.bytesReceived)
 	p.setU("bytes/sent", cur.bytesSent)
+
+	if c := p.clusterSource(); c != nil {
+		p.updateCluster(c.ClusterStatus())
+	}
+}
+
+// updateCluster publishes the cluster/... topics of st.
+func (p *Publisher) updateCluster(st cluster.Status) {
+	alive, links := 0, 0
+	for _, m := range st.Members {
+		if m.State == "alive" {
+			alive++
+		}
+		if !m.Local && m.Link == "up" {
+			links++
+		}
+	}
+	p.set("cluster/node", st.Node)
+	p.setInt("cluster/nodes", int64(len(st.Members)))
+	p.setInt("cluster/nodes/alive", int64(alive))
+	p.setInt("cluster/links/up", int64(links))
 }

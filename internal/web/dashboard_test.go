@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/isobar-mq/isobar/internal/testutil"
 	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
@@ -44,11 +45,13 @@ func artifactDir(t *testing.T) string {
 
 // TestDashboard drives the console in headless Chromium: sign in, see a
 // connected client, kick it (the client sees the disconnect), publish a
-// message from the form that a subscriber receives.
+// message from the form that a subscriber receives; once the node is
+// clustered (a fake cluster), see its members and drain it; sign in as a
+// read-only user, who sees the Cluster page without the drain button.
 func TestDashboard(t *testing.T) {
 	browser := findChromium()
 	peer.Need(t, browser != "", "no Chromium found (install the Debian package \"chromium\" or set ISOBAR_CHROMIUM); dashboard test skipped")
-	e := start(t, "")
+	e := startRoles(t) // admin, and the read-only "reader"
 	shots := artifactDir(t)
 
 	lost := make(chan struct{}, 1)
@@ -239,8 +242,86 @@ func TestDashboard(t *testing.T) {
 		chromedp.WaitVisible(`tr[data-client-id="watcher"]`, chromedp.ByQuery),
 		shot("12-clients-dark"))
 
+	// Not clustered: no Cluster page. Once clustered, it appears at the
+	// next change of page.
+	var navHidden bool
+	run("no cluster page", chromedp.Evaluate(`document.querySelector("#nav-cluster").hidden`, &navHidden))
+	if !navHidden {
+		t.Error("the Cluster page is offered on a node that is not clustered")
+	}
+	fc := newFakeCluster()
+	e.n.HTTP.SetCluster(fc)
+	memberRow := func(name string) string { return `#cluster-table tr[data-node="` + name + `"]` }
+	run("cluster page appears",
+		nav("overview"),
+		chromedp.WaitVisible("#nav-cluster", chromedp.ByID),
+		nav("cluster"),
+		chromedp.WaitVisible(memberRow("node-b"), chromedp.ByQuery),
+		chromedp.WaitVisible("#cluster-drain", chromedp.ByID),
+		shot("13-cluster"))
+	memberText := func(name string) string {
+		t.Helper()
+		var s string
+		run("row "+name, chromedp.Text(memberRow(name), &s, chromedp.ByQuery))
+		return s
+	}
+	for name, wants := range map[string][]string{
+		"node-a": {"this node", "127.0.0.1:7946", "alive"},
+		"node-b": {"127.0.0.2:7946", "alive", "up", "12", "2.0 KiB", "3", "1,500", "1,200", "4"},
+		"node-c": {"127.0.0.3:7946", "suspect", "connecting", "9"},
+	} {
+		got := memberText(name)
+		for _, w := range wants {
+			if !strings.Contains(got, w) {
+				t.Errorf("cluster row %s: %q lacks %q", name, got, w)
+			}
+		}
+	}
+	var summary string
+	run("cluster summary", chromedp.Text("#cluster-summary", &summary, chromedp.ByID))
+	if !strings.Contains(summary, "node-a") || !strings.Contains(summary, "running") || !strings.Contains(summary, "2 alive of 3") {
+		t.Errorf("cluster summary %q", summary)
+	}
+	run("drain",
+		chromedp.Click("#cluster-drain", chromedp.ByID),
+		chromedp.WaitVisible("#confirm-ok", chromedp.ByID),
+		shot("14-drain-confirm"),
+		chromedp.Click("#confirm-ok", chromedp.ByID),
+		chromedp.WaitVisible("#toast", chromedp.ByID))
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := fc.drainCount(); n != 1 {
+			return fmt.Errorf("%d drains", n)
+		}
+		return nil
+	})
+	close(fc.release)
+	run("drained",
+		chromedp.Poll(`document.querySelector("#cluster-summary").textContent.includes("left")`, nil,
+			chromedp.WithPollingTimeout(20*time.Second)),
+		chromedp.WaitNotVisible("#cluster-drain", chromedp.ByID),
+		shot("15-cluster-left"))
+
 	// Sign out: back to the login page, and the session is gone.
 	run("logout",
+		chromedp.Click("#logout", chromedp.ByID),
+		chromedp.WaitVisible("#login-username", chromedp.ByID))
+
+	// A read-only user sees the cluster, without the drain button.
+	run("reader login",
+		chromedp.Evaluate(`document.querySelector("#login-username").value = ""; document.querySelector("#login-password").value = ""`, nil),
+		chromedp.SendKeys("#login-username", "reader", chromedp.ByID),
+		chromedp.SendKeys("#login-password", adminPass, chromedp.ByID),
+		chromedp.Click("#login-submit", chromedp.ByID),
+		chromedp.WaitVisible("#nav-cluster", chromedp.ByID),
+		nav("cluster"),
+		chromedp.WaitVisible(memberRow("node-b"), chromedp.ByQuery),
+		shot("16-cluster-reader"))
+	var drainButtons int
+	run("reader drain button", chromedp.Evaluate(`document.querySelectorAll("#cluster-drain").length`, &drainButtons))
+	if drainButtons != 0 {
+		t.Error("a read-only user is offered the drain button")
+	}
+	run("reader logout",
 		chromedp.Click("#logout", chromedp.ByID),
 		chromedp.WaitVisible("#login-username", chromedp.ByID))
 }

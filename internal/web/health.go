@@ -17,6 +17,14 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			checks[c.Name] = "ok"
 		}
 	}
+	if name, problem := s.clusterReady(); name != "" {
+		if problem != "" {
+			checks[name] = problem
+			ready = false
+		} else {
+			checks[name] = "ok"
+		}
+	}
 	// A store that refuses writes (disk full, free space below the floor,
 	// write errors): QoS 0 and reads still work, but what needs durability
 	// is refused, so a load balancer should prefer other nodes.

@@ -105,6 +105,8 @@ func (s *Server) routes(mux *http.ServeMux) {
 	s.route(mux, "/api/v1/retained/message", true, methods{http.MethodGet: read(s.retainedGet), http.MethodDelete: admin(s.retainedDelete)})
 	s.route(mux, "/api/v1/publish", true, methods{http.MethodPost: publisher(s.publish)})
 	s.route(mux, "/api/v1/config", true, methods{http.MethodGet: read(s.config)})
+	s.route(mux, "/api/v1/cluster", true, methods{http.MethodGet: read(s.clusterStatus)})
+	s.route(mux, "/api/v1/cluster/drain", true, methods{http.MethodPost: admin(s.clusterDrain)})
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
 	})

@@ -61,6 +61,9 @@ type Options struct {
 	// when Config.Users is empty (Config.GeneratedPasswordFile wins when
 	// set). With neither, a password cannot be generated and Start fails.
 	PasswordFile string
+	// DrainTimeout bounds a cluster drain requested through the API
+	// (POST /api/v1/cluster/drain); zero means DefaultDrainTimeout.
+	DrainTimeout time.Duration
 	Log          *slog.Logger
 }
 
@@ -85,6 +88,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	ready []ReadyCheck
+
+	cl clusterState // see cluster.go
 
 	served chan struct{}
 }
@@ -207,6 +212,7 @@ func (s *Server) Close(ctx context.Context) error {
 		return nil
 	}
 	s.hist.stop()
+	s.stopDrain(ctx)
 	err := s.http.Shutdown(ctx)
 	if err != nil {
 		_ = s.http.Close()

@@ -5,7 +5,7 @@
 
 (function () {
   const $ = (sel) => document.querySelector(sel);
-  const state = { csrf: "", user: "", view: "", timers: [], info: null };
+  const state = { csrf: "", user: "", role: "", view: "", timers: [], info: null, clustered: false };
 
   // ---------- DOM helpers ----------
   function el(tag, attrs, ...children) {
@@ -163,6 +163,7 @@
   async function enter(session) {
     state.csrf = session.csrf_token || "";
     state.user = session.username;
+    state.role = session.role || "";
     $("#user-name").textContent = session.username;
     $("#login").hidden = true;
     $("#app").hidden = false;
@@ -173,6 +174,19 @@
       document.title = state.info.node + " · Isobar Console";
     } catch (e) { /* shown by the views */ }
     route();
+  }
+
+  // probeCluster shows the Cluster page in the sidebar exactly when the
+  // node is clustered (GET /api/v1/cluster answers, rather than 404). It
+  // runs at every change of page.
+  async function probeCluster() {
+    try {
+      await api("GET", "/api/v1/cluster");
+      state.clustered = true;
+    } catch (e) {
+      if (e.status === 404) state.clustered = false;
+    }
+    $("#nav-cluster").hidden = !state.clustered;
   }
 
   async function logout() {
@@ -188,6 +202,7 @@
     retained: { title: "Retained messages", render: renderRetained },
     publish: { title: "Publish a message", render: renderPublish },
     listeners: { title: "Listeners", render: renderListeners },
+    cluster: { title: "Cluster", render: renderCluster },
   };
 
   function stopTimers() {
@@ -210,6 +225,7 @@
     const root = $("#view");
     root.replaceChildren();
     v.render(root);
+    probeCluster();
   }
 
   // ---------- overview ----------
@@ -657,6 +673,82 @@
           el("td", { class: "num", text: fmt.int(l.connections_accepted) }))));
       } catch (e) { /* shown by the status dot */ }
     });
+  }
+
+  // ---------- cluster ----------
+  const memberPill = { alive: "pill-ok", suspect: "pill-warn", dead: "pill-bad", left: "pill-muted" };
+  const linkPill = { up: "pill-ok", connecting: "pill-warn", down: "pill-bad" };
+  const nodePill = { running: "pill-ok", draining: "pill-warn", left: "pill-muted" };
+
+  function renderCluster(root) {
+    const summary = el("dl", { class: "kv", id: "cluster-summary" });
+    const actions = el("div", { class: "toolbar" });
+    const drainBtn = el("button", { id: "cluster-drain", class: "btn btn-sm btn-outline-danger", type: "button", text: "Drain this node", hidden: true,
+      onclick: () => drain() });
+    // Only administrators may drain: others do not get the button at all.
+    if (state.role === "admin") actions.append(drainBtn);
+    const tbody = el("tbody");
+    const cols = [["Node"], ["Address"], ["State"], ["Link"], ["Routes", "num"], ["Queued", "num"], ["In-flight", "num"],
+      ["Forwarded", "num"], ["Received", "num"], ["Dropped", "num"]];
+    root.append(
+      el("div", { class: "card" },
+        el("div", { class: "card-head" }, el("h2", { text: "This node" }), actions),
+        el("div", { class: "card-body" }, summary)),
+      el("div", { class: "card" },
+        el("div", { class: "card-head" }, el("h2", { text: "Members" })),
+        el("div", { class: "table-wrap" }, el("table", { id: "cluster-table" },
+          el("thead", {}, el("tr", {}, cols.map(([n, cls]) => el("th", { class: cls, text: n })))), tbody))));
+
+    const show = (c) => {
+      const d = c.drain;
+      const rows = [["Node", c.node], ["State", el("span", { class: "pill " + (nodePill[c.state] || "pill-muted"), text: c.state })],
+        ["Members", `${c.members.filter((m) => m.state === "alive").length} alive of ${c.members.length}`],
+        ["Local routes", fmt.int(c.local_routes)], ["Retained tombstones", fmt.int(c.retained_tombstones)]];
+      if (d) {
+        rows.push(["Last drain", (d.running ? "running" : d.error ? "failed: " + d.error : "done") +
+          ` (by ${d.requested_by}, ${fmt.since(d.started_at)})`]);
+      }
+      summary.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
+      drainBtn.hidden = c.state !== "running" || !!(d && d.running);
+      tbody.replaceChildren(...c.members.map((m) => el("tr", { dataset: { node: m.name } },
+        el("td", { class: "mono" }, m.name, m.local ? [" ", el("span", { class: "pill pill-muted", text: "this node" })] : null),
+        el("td", { class: "mono", text: m.addr }),
+        el("td", {}, el("span", { class: "pill " + (memberPill[m.state] || "pill-muted"), text: m.state })),
+        el("td", m.link_since ? { title: "since " + fmt.time(m.link_since) } : {},
+          m.local ? "—" : el("span", { class: "pill " + (linkPill[m.link] || "pill-muted"), text: m.link || "none" })),
+        el("td", { class: "num", text: fmt.int(m.routes) }),
+        el("td", { class: "num", text: m.local ? "—" : fmt.bytes(m.queued_bytes) }),
+        el("td", { class: "num", text: fmt.int(m.inflight) }),
+        el("td", { class: "num", text: fmt.int(m.forwarded) }),
+        el("td", { class: "num", text: fmt.int(m.received) }),
+        el("td", { class: "num", text: fmt.int(m.dropped) }))));
+    };
+    const load = async () => {
+      try {
+        show(await api("GET", "/api/v1/cluster"));
+      } catch (e) {
+        if (e.status === 404) {
+          state.clustered = false;
+          $("#nav-cluster").hidden = true;
+          summary.replaceChildren(el("dt", { text: "Cluster" }), el("dd", { text: "This node is not part of a cluster." }));
+          tbody.replaceChildren();
+          drainBtn.hidden = true;
+        } else if (e.status !== 401) {
+          tbody.replaceChildren(el("tr", {}, el("td", { class: "empty", colspan: String(cols.length), text: e.message })));
+        }
+      }
+    };
+    async function drain() {
+      const body = el("p", {}, "Drain ", el("code", { text: (state.info && state.info.node) || "this node" }),
+        "? It leaves the cluster gracefully; it takes part again only after a restart.");
+      if (!(await modal("Drain node", body, "Drain", true))) return;
+      try {
+        await api("POST", "/api/v1/cluster/drain");
+        toast("Drain started");
+      } catch (e) { toast(e.message, true); }
+      load();
+    }
+    every(5000, () => { if ($("#modal").hidden) load(); });
   }
 
   // ---------- start ----------
