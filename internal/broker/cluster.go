@@ -298,6 +298,9 @@ type ClaimRequest struct {
 	// Force skips the owner check (a session another node of the cluster
 	// holds under the same claim rules, e.g. after a split).
 	Force bool
+	// KeepWill exports a pending will with the session (a hand-over with
+	// no new connection, e.g. a drain: the will is still due).
+	KeepWill bool
 }
 
 // Errors a SessionDirectory returns to refuse a CONNECT.
@@ -378,14 +381,17 @@ func (s *Server) ReleaseSession(req ClaimRequest) (*store.LoadedSession, Release
 			return nil, ReleaseEnded
 		}
 		sess.mu.Lock()
-		if sess.willTimer != nil {
+		if !req.KeepWill {
 			// A new connection opens before the will delay passed: the
 			// will is not sent [MQTT-3.1.3-9].
+			sess.will = nil
+		}
+		ls := sess.exportLocked() // with a pending will (KeepWill): the new node keeps its timer
+		if sess.willTimer != nil {
 			sess.willTimer.Stop()
 			sess.willTimer = nil
 		}
 		sess.will = nil
-		ls := sess.exportLocked()
 		sess.mu.Unlock()
 		// Removed without a will and without counting its messages as
 		// dropped: they travel with the export.
@@ -573,7 +579,7 @@ func (s *Server) HandOff(clientID string) *store.LoadedSession {
 	if online {
 		return nil
 	}
-	ls, out := s.ReleaseSession(ClaimRequest{ClientID: clientID, Username: sess.username(), Role: uint8(sess.role.Load()), Stamp: ^uint64(0)})
+	ls, out := s.ReleaseSession(ClaimRequest{ClientID: clientID, Username: sess.username(), Role: uint8(sess.role.Load()), Stamp: ^uint64(0), KeepWill: true})
 	if out != ReleaseMoved {
 		return nil
 	}

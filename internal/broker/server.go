@@ -24,8 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 	"github.com/isobar-mq/isobar/internal/hlc"
+	"github.com/isobar-mq/isobar/internal/mqtt/packet"
 	"github.com/isobar-mq/isobar/internal/store"
 	"github.com/isobar-mq/isobar/internal/topic"
 )
