@@ -191,12 +191,12 @@ func TestLinkPeerNotReading(t *testing.T) {
 
 func TestLinkPingKeepsIdleLinkUp(t *testing.T) {
 	c1, c2 := linkTCPPair(t)
-	cfg := LinkConfig{PingInterval: 30 * time.Millisecond}
+	cfg := LinkConfig{PingInterval: 100 * time.Millisecond}
 	a := NewLink(c1, PeerInfo{Name: "b"}, cfg, nil)
 	b := NewLink(c2, PeerInfo{Name: "a"}, cfg, nil)
 	defer a.Close(nil)
 	defer b.Close(nil)
-	time.Sleep(400 * time.Millisecond) // > 3 x PingInterval several times over
+	time.Sleep(time.Second) // > 3 x PingInterval several times over
 	select {
 	case <-a.Done():
 		t.Fatalf("idle link closed: %v", a.Err())
@@ -215,7 +215,7 @@ func TestLinkPingKeepsIdleLinkUp(t *testing.T) {
 // nothing for a PingInterval pings, and is answered.
 func TestLinkOneWayTrafficStaysUp(t *testing.T) {
 	c1, c2 := linkTCPPair(t)
-	a := NewLink(c1, PeerInfo{Name: "b"}, LinkConfig{PingInterval: 30 * time.Millisecond}, nil)
+	a := NewLink(c1, PeerInfo{Name: "b"}, LinkConfig{PingInterval: 100 * time.Millisecond}, nil)
 	// The peer: a raw frame stream answering pings, never pinging itself.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -235,7 +235,7 @@ func TestLinkOneWayTrafficStaysUp(t *testing.T) {
 			}
 		}
 	}()
-	end := time.After(300 * time.Millisecond)
+	end := time.After(time.Second)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 loop:
@@ -613,7 +613,7 @@ func TestLinkDialerAuthFailureAndStop(t *testing.T) {
 // ping body carries the sender's clock for RTT.
 func TestLinkPingBody(t *testing.T) {
 	c1, c2 := linkTCPPair(t)
-	l := NewLink(c1, PeerInfo{Name: "p"}, LinkConfig{PingInterval: 20 * time.Millisecond}, nil)
+	l := NewLink(c1, PeerInfo{Name: "p"}, LinkConfig{PingInterval: 100 * time.Millisecond}, nil)
 	defer l.Close(nil)
 	r := bufio.NewReader(c2)
 	_ = c2.SetReadDeadline(time.Now().Add(3 * time.Second))
