@@ -33,6 +33,75 @@ type Config struct {
 	HTTP web.Config `yaml:"http"`
 	// SysInterval is the $SYS/broker/... update interval (0 disables).
 	SysInterval time.Duration `yaml:"sys_interval"`
+	// Cluster, when the section is present, makes this node a member of
+	// a cluster; nil = a single node.
+	Cluster *ClusterConfig `yaml:"cluster"`
+}
+
+// ClusterConfig is the cluster: section (see docs/configuration.md). Zero
+// values are replaced by the defaults (DefaultClusterConfig) in Validate.
+type ClusterConfig struct {
+	// Bind is the ip:port of the cluster port: UDP gossip, and on TCP
+	// both gossip streams and node links.
+	Bind string `yaml:"bind"`
+	// Advertise is the ip:port the other nodes reach this one at (""
+	// = Bind; required when Bind is a wildcard address).
+	Advertise string `yaml:"advertise"`
+	// Seeds: host:port (an IP or a DNS name) or _service._proto.name SRV
+	// names.
+	Seeds      []string   `yaml:"seeds"`
+	SecretFile string     `yaml:"secret_file"`
+	TLS        ClusterTLS `yaml:"tls"`
+
+	ProbeInterval  time.Duration `yaml:"probe_interval"`
+	ProbeTimeout   time.Duration `yaml:"probe_timeout"`
+	SuspicionMult  int           `yaml:"suspicion_mult"`
+	GossipInterval time.Duration `yaml:"gossip_interval"`
+
+	// LinkQueueBytes is the outbound buffer of each node link.
+	LinkQueueBytes int64 `yaml:"link_queue_bytes"`
+	// MaxFrameSize is the largest node-link frame body accepted.
+	MaxFrameSize int64 `yaml:"max_frame_size"`
+	// ClaimTimeout is how long a CONNECT waits for the other nodes'
+	// answers about its client identifier.
+	ClaimTimeout time.Duration `yaml:"claim_timeout"`
+	// DrainTimeout bounds a graceful leave (handing sessions over).
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Shutdown is what SIGTERM/SIGINT do: "drain" (hand sessions to the
+	// other nodes, then leave) or "leave" (leave, keep sessions on disk
+	// for this node's restart).
+	Shutdown string `yaml:"shutdown"`
+	// AckTimeout bounds how long a QoS 1/2 publish waits for the nodes
+	// with matching interest to take the message.
+	AckTimeout time.Duration `yaml:"ack_timeout"`
+}
+
+// ClusterTLS is mutual TLS for node links: all three files or none.
+type ClusterTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
+}
+
+// Enabled reports whether the node links use TLS.
+func (t ClusterTLS) Enabled() bool { return t.CertFile != "" }
+
+// DefaultClusterConfig is what a present but empty cluster: section means
+// (secret_file still has to be set).
+func DefaultClusterConfig() ClusterConfig {
+	return ClusterConfig{
+		Bind:           "127.0.0.1:7946",
+		ProbeInterval:  time.Second,
+		ProbeTimeout:   500 * time.Millisecond,
+		SuspicionMult:  4,
+		GossipInterval: 200 * time.Millisecond,
+		LinkQueueBytes: 64 << 20,
+		MaxFrameSize:   64 << 20,
+		ClaimTimeout:   2 * time.Second,
+		DrainTimeout:   30 * time.Second,
+		Shutdown:       "drain",
+		AckTimeout:     10 * time.Second,
+	}
 }
 
 // Store configures durable state.
@@ -305,6 +374,11 @@ func (c *Config) Validate() error {
 	if c.SysInterval < 0 {
 		return errors.New("sys_interval: must not be negative (0 disables $SYS)")
 	}
+	if c.Cluster != nil {
+		if err := c.validateCluster(); err != nil {
+			return err
+		}
+	}
 	for i, r := range c.Auth.ACL {
 		switch r.Access {
 		case "", "read", "write", "readwrite", "deny":
@@ -382,6 +456,9 @@ func (c *Config) BrokerOptions() broker.Options {
 	}
 	if m.MaxQoS == 0 {
 		o.MaxQoS = -1
+	}
+	if c.Cluster != nil {
+		o.HoldTimeout = c.Cluster.AckTimeout
 	}
 	return o
 }
