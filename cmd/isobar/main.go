@@ -3,6 +3,8 @@
 //	isobar serve [--config FILE]   run the broker
 //	isobar passwd ...              manage password files
 //	isobar store check|reset ...   examine or move aside a data directory
+//	isobar ctl ...                 manage a running node (cluster status, drain)
+//	isobar keygen [-o FILE [-f]]   generate a cluster secret
 //	isobar version                 print the version
 package main
 
@@ -26,7 +28,7 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-const usage = `Isobar: an MQTT 3.1, 3.1.1 and 5.0 broker (a single node, durable state on disk).
+const usage = `Isobar: an MQTT 3.1, 3.1.1 and 5.0 broker: one node or a cluster, durable state on disk.
 
 Usage:
   isobar serve [--config FILE]     run the broker (no file: 127.0.0.1:1883, anonymous)
@@ -37,6 +39,10 @@ Usage:
                                    verify every stored record (broker stopped); exit 1 if corrupt
   isobar store reset [--data-dir DIR | --config FILE]
                                    move the data directory aside (kept) so the next start is empty
+  isobar ctl [--url URL] [--api-key KEY | --user U --password P] cluster status [--json]
+  isobar ctl [--url URL] [--api-key KEY | --user U --password P] drain [--timeout D]
+                                   manage a running node through its HTTP API ("isobar ctl -h")
+  isobar keygen [-o FILE [-f]]     generate a cluster secret (stdout, or FILE with mode 0600; -f overwrites)
   isobar version                   print the version
 `
 
@@ -63,6 +69,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return auth.RunPasswd(args[1:], stdin, stdout, stderr)
 	case "store":
 		return storeCommand(args[1:], stdout, stderr)
+	case "ctl":
+		return ctlCommand(args[1:], stdout, stderr)
+	case "keygen":
+		return keygenCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "isobar %s\n", buildVersion())
 		return 0
@@ -115,15 +125,31 @@ func serve(args []string, stderr io.Writer) int {
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	for sig := range sigs {
-		if sig == syscall.SIGHUP {
-			n.Reload()
-			continue
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				n.Reload()
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			break wait
+		case <-n.Done():
+			log.Info("drained: left the cluster")
+			break wait
 		}
-		log.Info("shutting down", "signal", sig.String())
-		break
 	}
 	signal.Stop(sigs)
+	if n.Cluster != nil && cfg.Cluster.Shutdown == "drain" && n.Cluster.Status().State == "running" {
+		// A rolling restart loses nothing: the sessions go to the others.
+		if err := n.Drain(context.Background()); err != nil {
+			log.Warn("drain incomplete", "err", err)
+		}
+		<-n.Done()
+		log.Info("stopped")
+		return 0
+	}
 	if err := n.Stop(context.Background()); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
 		return 1
