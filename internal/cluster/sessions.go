@@ -1,0 +1,548 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/isobar-mq/isobar/internal/broker"
+	"github.com/isobar-mq/isobar/internal/store"
+	"github.com/isobar-mq/isobar/internal/topic"
+)
+
+// Client identifiers are unique across the cluster. A CONNECT claims its
+// client identifier on every node whose link is up, with an HLC stamp;
+// a node holding the session disconnects its client (0x8E), handles the
+// will, and hands the session over (or ends it for a clean start). Of two
+// concurrent claims the later (stamp, node name) wins on every node; the
+// loser's CONNECT is refused as Server busy. During a split both sides may
+// accept the same client identifier; when links come back, nodes exchange
+// their session claims and the older one gives its session (queued
+// messages) to the newer.
+
+// Claim reply kinds.
+const (
+	claimNone uint8 = iota
+	claimMoved
+	claimEnded
+	claimNewer
+	claimForeign
+)
+
+// sessionMoveGrace is how long a node that handed a session over keeps
+// forwarding what is routed to it for that session (until every node
+// learned the new routes).
+const sessionMoveGrace = 10 * time.Second
+
+type localClaim struct {
+	stamp uint64
+	node  string
+}
+
+type directory Node
+
+// Claim implements broker.SessionDirectory.
+func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*store.LoadedSession, error) {
+	n := (*Node)(dir)
+	lc := &localClaim{stamp: req.Stamp, node: req.Node}
+	n.mu.Lock()
+	if prev := n.claims[req.ClientID]; prev == nil || claimLater(lc.stamp, lc.node, prev.stamp, prev.node) {
+		n.claims[req.ClientID] = lc
+	}
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		if n.claims[req.ClientID] == lc {
+			delete(n.claims, req.ClientID)
+		}
+		n.mu.Unlock()
+	}()
+	var asked []*peer
+	var e Enc
+	id, ch := n.newRequestN()
+	defer n.endRequest(id)
+	e.U64(id)
+	e.String(req.ClientID)
+	e.String(req.Username)
+	e.U8(req.Role)
+	e.Bool(req.Clean)
+	e.U64(req.Stamp)
+	e.String(req.Node)
+	for _, p := range n.livePeers() {
+		if l := p.link(); l != nil && l.Send(FrameClaim, e.B, true) {
+			asked = append(asked, p)
+		}
+	}
+	if len(asked) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := n.waitCtx(ctx, n.cfg.ClaimTimeout)
+	defer cancel()
+	var got *store.LoadedSession
+	var lostTo string
+	foreign := false
+	for range asked {
+		var r reply
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			n.met.claims.WithLabelValues("timeout").Inc()
+			n.log.Warn("cluster: client identifier claim not answered by every node in time", "client", req.ClientID)
+			goto decided
+		}
+		switch r.kind {
+		case claimMoved:
+			ls, err := store.DecodeSession(r.body)
+			if err != nil {
+				n.log.Error("cluster: session handed over undecodable", "client", req.ClientID, "from", r.from, "err", err)
+				continue
+			}
+			if got == nil {
+				got = ls
+			} else {
+				n.mergeInto(got, ls)
+			}
+		case claimNewer:
+			lostTo = r.from
+		case claimForeign:
+			foreign = true
+		}
+	}
+decided:
+	switch {
+	case foreign:
+		n.met.claims.WithLabelValues("foreign").Inc()
+		if got != nil {
+			_ = n.srv.AdoptSession(got, 0) // keep what was handed over
+		}
+		return nil, broker.ErrClaimForeign
+	case lostTo != "":
+		n.met.claims.WithLabelValues("lost").Inc()
+		if got != nil {
+			// Handed to us, but a later connect won elsewhere: pass it on.
+			if p := n.peer(lostTo); p != nil {
+				go n.handoffTo(context.Background(), p, got)
+			} else {
+				_ = n.srv.AdoptSession(got, 0)
+			}
+		}
+		return nil, broker.ErrClaimLost
+	}
+	if got != nil {
+		n.met.claims.WithLabelValues("moved").Inc()
+	} else {
+		n.met.claims.WithLabelValues("none").Inc()
+	}
+	return got, nil
+}
+
+// newRequestN is newRequest with a reply channel large enough for every
+// peer's answer.
+func (n *Node) newRequestN() (uint64, chan reply) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.nextReq++
+	ch := make(chan reply, len(n.peers)+1)
+	n.requests[n.nextReq] = ch
+	return n.nextReq, ch
+}
+
+func claimLater(a uint64, an string, b uint64, bn string) bool {
+	if a != b {
+		return a > b
+	}
+	return an > bn
+}
+
+// mergeInto appends to dst the messages of src it does not hold (two
+// nodes both had the session).
+func (n *Node) mergeInto(dst, src *store.LoadedSession) {
+	have := make(map[[2]uint64]bool, len(dst.Messages))
+	var maxSeq uint64
+	for _, m := range dst.Messages {
+		have[[2]uint64{m.Msg.IDNode, m.Msg.IDSeq}] = true
+		maxSeq = max(maxSeq, m.Seq)
+	}
+	for _, m := range src.Messages {
+		if have[[2]uint64{m.Msg.IDNode, m.Msg.IDSeq}] {
+			continue
+		}
+		maxSeq++
+		mm := m
+		mm.Seq = maxSeq
+		mm.Msg.PacketID = 0
+		mm.Msg.State = store.StateQueued
+		dst.Messages = append(dst.Messages, mm)
+	}
+}
+
+// handleClaim answers another node's claim (in the background: a
+// takeover waits for the old connection's teardown).
+func (n *Node) handleClaim(l *Link, body []byte) error {
+	d := Dec{B: body}
+	id := d.U64()
+	req := broker.ClaimRequest{ClientID: d.String(), Username: d.String(), Role: d.U8(), Clean: d.Bool(), Stamp: d.U64(), Node: d.String()}
+	if d.Err != nil {
+		return d.Err
+	}
+	n.clock.Update(req.Stamp)
+	select {
+	case n.claimSem <- struct{}{}:
+	case <-l.Done():
+		return nil
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() { <-n.claimSem }()
+		kind, payload := n.release(req)
+		var e Enc
+		e.U64(id)
+		e.U8(kind)
+		e.B = append(e.B, payload...)
+		l.Send(FrameClaimReply, e.B, true)
+	}()
+	return nil
+}
+
+// release gives up the local session for a claim from another node.
+func (n *Node) release(req broker.ClaimRequest) (uint8, []byte) {
+	n.mu.Lock()
+	lc := n.claims[req.ClientID]
+	n.mu.Unlock()
+	if lc != nil && claimLater(lc.stamp, lc.node, req.Stamp, req.Node) {
+		return claimNewer, nil
+	}
+	ls, out := n.srv.ReleaseSession(req)
+	switch out {
+	case broker.ReleaseMoved:
+		n.forwardMoved(ls, req.Node)
+		return claimMoved, store.EncodeSession(ls)
+	case broker.ReleaseEnded:
+		return claimEnded, nil
+	case broker.ReleaseNewer:
+		return claimNewer, nil
+	case broker.ReleaseForeign:
+		return claimForeign, nil
+	}
+	return claimNone, nil
+}
+
+// movedSub keeps a session's subscriptions here for a while after the
+// session moved to another node, forwarding what is routed to them: a
+// node that has not yet learned the session's new routes still sends
+// here. The new node drops what it already had (message ids).
+type movedSub struct {
+	n        *Node
+	clientID string
+	to       string
+}
+
+func (m *movedSub) SubscriberID() string   { return m.clientID }
+func (m *movedSub) MayReceive(string) bool { return true }
+func (m *movedSub) Online() bool           { return true }
+func (m *movedSub) Deliver(d broker.Delivery, _ *broker.Txn, _ int64) {
+	p := m.n.peer(m.to)
+	if p == nil {
+		return
+	}
+	if l := p.link(); l != nil {
+		l.Send(FrameSessionDeliver, encodeSessionDeliver(m.clientID, d), true)
+	}
+}
+
+func (n *Node) forwardMoved(ls *store.LoadedSession, to string) {
+	if to == "" || to == n.cfg.NodeName {
+		return
+	}
+	ms := &movedSub{n: n, clientID: ls.Session.ClientID, to: to}
+	var filters []string
+	for _, s := range ls.Subscriptions {
+		opts := topic.Options{QoS: s.QoS, NoLocal: s.NoLocal, RetainAsPublished: s.RetainAsPublished, ID: s.ID}
+		if validRoute(s.Filter) {
+			n.srv.SubscribeRemote(ms, s.Filter, opts)
+			filters = append(filters, s.Filter)
+		}
+	}
+	if len(filters) == 0 {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		t := time.NewTimer(sessionMoveGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-n.quit:
+		}
+		for _, f := range filters {
+			n.srv.UnsubscribeRemote(ms, f)
+		}
+	}()
+}
+
+// SessionDeliver body: client id | qos u8 | retain bool | subids
+// (uvarint n, n uvarints) | group string | message record bytes.
+func encodeSessionDeliver(clientID string, d broker.Delivery) []byte {
+	var e Enc
+	e.String(clientID)
+	e.U8(d.QoS)
+	e.Bool(d.Retain)
+	e.Uvarint(uint64(len(d.SubIDs)))
+	for _, id := range d.SubIDs {
+		e.Uvarint(uint64(id))
+	}
+	e.String(d.Group)
+	e.Bytes(store.AppendMessage(nil, broker.MessageToRecord(d.Msg)))
+	return e.B
+}
+
+func (n *Node) handleSessionDeliver(body []byte) error {
+	d := Dec{B: body}
+	clientID := d.String()
+	del := broker.Delivery{QoS: d.U8(), Retain: d.Bool()}
+	cnt := d.Uvarint()
+	if cnt > 1024 {
+		return ErrShortBody
+	}
+	for range cnt {
+		del.SubIDs = append(del.SubIDs, uint32(d.Uvarint()))
+	}
+	del.Group = d.String()
+	rec := d.Bytes()
+	if d.Err != nil {
+		return d.Err
+	}
+	var r store.MessageRecord
+	if err := store.DecodeMessage(rec, &r); err != nil {
+		return err
+	}
+	del.Msg = broker.MessageFromRecord(&r)
+	if del.QoS > 2 {
+		return ErrShortBody
+	}
+	n.srv.DeliverToSession(clientID, del)
+	return nil
+}
+
+// Session digests: sent when a link comes up, so that double ownership
+// after a split is resolved.
+func (n *Node) sendSessionDigest(l *Link) {
+	claims := n.srv.SessionClaims()
+	var e Enc
+	e.Uvarint(uint64(len(claims)))
+	for _, c := range claims {
+		e.String(c.ClientID)
+		e.U64(c.Stamp)
+		e.String(c.Node)
+	}
+	l.Send(FrameSessionDigest, e.B, true)
+}
+
+func (n *Node) handleSessionDigest(p *peer, body []byte) error {
+	d := Dec{B: body}
+	cnt := d.Uvarint()
+	if cnt > uint64(len(body)) {
+		return ErrShortBody
+	}
+	theirs := make([]broker.SessionClaim, 0, cnt)
+	for range cnt {
+		theirs = append(theirs, broker.SessionClaim{ClientID: d.String(), Stamp: d.U64(), Node: d.String()})
+	}
+	if d.Err != nil {
+		return d.Err
+	}
+	mine := make(map[string]broker.SessionClaim)
+	for _, c := range n.srv.SessionClaims() {
+		mine[c.ClientID] = c
+	}
+	var lose []broker.SessionClaim
+	for _, c := range theirs {
+		m, ok := mine[c.ClientID]
+		if !ok || (m.Stamp == 0 && c.Stamp == 0) {
+			continue // restored on both sides: the next connect decides
+		}
+		if claimLater(c.Stamp, c.Node, m.Stamp, m.Node) {
+			lose = append(lose, c)
+		}
+	}
+	if len(lose) == 0 {
+		return nil
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for _, c := range lose {
+			ls, out := n.srv.ReleaseSession(broker.ClaimRequest{ClientID: c.ClientID, Stamp: c.Stamp, Node: c.Node, Force: true})
+			if out != broker.ReleaseMoved {
+				continue
+			}
+			n.met.claims.WithLabelValues("merged_after_split").Inc()
+			n.log.Warn("cluster: client identifier held on two nodes (split); the later connect wins, queued messages handed to it", "client", c.ClientID, "winner", c.Node)
+			if l := p.link(); l != nil {
+				var e Enc
+				e.Bytes(store.EncodeSession(ls))
+				l.Send(FrameSessionMerge, e.B, true)
+			} else {
+				_ = n.srv.AdoptSession(ls, 0)
+			}
+		}
+	}()
+	return nil
+}
+
+func (n *Node) handleSessionMerge(body []byte) error {
+	d := Dec{B: body}
+	b := d.Bytes()
+	if d.Err != nil {
+		return d.Err
+	}
+	ls, err := store.DecodeSession(b)
+	if err != nil {
+		return err
+	}
+	n.absorb(ls)
+	return nil
+}
+
+// absorb takes a session another node gave up: its messages go to the
+// session here if there is one, else the session is installed.
+func (n *Node) absorb(ls *store.LoadedSession) {
+	id := ls.Session.ClientID
+	if err := n.srv.AdoptSession(ls, sessionDedupWindow); err == nil {
+		return
+	}
+	for _, m := range ls.Messages {
+		r := m.Msg
+		d := broker.Delivery{Msg: broker.MessageFromRecord(&r), QoS: r.DeliverQoS, Retain: r.DeliverRetain, SubIDs: r.SubIDs, Group: r.Group}
+		n.srv.DeliverToSession(id, d)
+	}
+}
+
+// Drain hands every session to the other nodes and leaves: clients are
+// disconnected (v5: 0x8B Server shutting down) and reconnect elsewhere,
+// where their session waits. The caller stops accepting connections
+// first.
+func (n *Node) Drain(ctx context.Context) error {
+	n.mu.Lock()
+	if n.state == "draining" || n.state == "left" {
+		n.mu.Unlock()
+		return errors.New("already draining")
+	}
+	n.state = "draining"
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.DrainTimeout)
+	defer cancel()
+	n.log.Info("cluster: draining: handing sessions over")
+	n.srv.KickAll(0x8B)
+	for i := 0; i < 100 && n.srv.ClientCount() > 0; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	moved, kept := 0, 0
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	var mu sync.Mutex
+	for _, id := range n.srv.SessionIDs() {
+		if ctx.Err() != nil {
+			break
+		}
+		p := n.rendezvous(id)
+		if p == nil {
+			kept++
+			continue
+		}
+		ls := n.srv.HandOff(id)
+		if ls == nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ok := n.handoffTo(ctx, p, ls)
+			mu.Lock()
+			if ok {
+				moved++
+			} else {
+				kept++
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	n.log.Info("cluster: drained", "sessions_moved", moved, "sessions_kept", kept)
+	return n.Leave(5 * time.Second)
+}
+
+// rendezvous picks the peer (with a link up) a client id's session goes
+// to: highest hash of (node, client id), so placement moves minimally when
+// nodes come and go.
+func (n *Node) rendezvous(clientID string) *peer {
+	var best *peer
+	var bestH uint64
+	for _, p := range n.livePeers() {
+		if p.link() == nil {
+			continue
+		}
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(p.name))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(clientID))
+		if v := h.Sum64(); best == nil || v > bestH {
+			best, bestH = p, v
+		}
+	}
+	return best
+}
+
+// handoffTo sends a session to a peer and waits for its answer; on
+// failure the session is installed back here.
+func (n *Node) handoffTo(ctx context.Context, p *peer, ls *store.LoadedSession) bool {
+	id, ch := n.newRequest()
+	defer n.endRequest(id)
+	var e Enc
+	e.U64(id)
+	e.Bytes(store.EncodeSession(ls))
+	l := p.link()
+	if l != nil && l.Send(FrameHandoff, e.B, true) {
+		wctx, cancel := n.waitCtx(ctx, 10*time.Second)
+		defer cancel()
+		select {
+		case r := <-ch:
+			if r.kind == 1 {
+				n.met.claims.WithLabelValues("handed_off").Inc()
+				return true
+			}
+		case <-wctx.Done():
+		}
+	}
+	_ = n.srv.AdoptSession(ls, 0)
+	return false
+}
+
+func (n *Node) handleHandoff(l *Link, body []byte) error {
+	d := Dec{B: body}
+	id := d.U64()
+	b := d.Bytes()
+	if d.Err != nil {
+		return d.Err
+	}
+	ls, err := store.DecodeSession(b)
+	if err != nil {
+		return err
+	}
+	n.absorb(ls)
+	var e Enc
+	e.U64(id)
+	e.U8(1)
+	l.Send(FrameHandoffReply, e.B, true)
+	return nil
+}
+
+// sessionDedupWindow is how long a session that moved here drops
+// deliveries it already holds (as the broker's own window).
+const sessionDedupWindow = 30 * time.Second
