@@ -4,20 +4,25 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/isobar-mq/isobar/internal/broker"
+	"github.com/isobar-mq/isobar/internal/cluster"
 	"github.com/isobar-mq/isobar/internal/config"
 	"github.com/isobar-mq/isobar/internal/listener"
 	"github.com/isobar-mq/isobar/internal/metrics"
 	"github.com/isobar-mq/isobar/internal/store"
 	"github.com/isobar-mq/isobar/internal/sys"
 	"github.com/isobar-mq/isobar/internal/web"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Node is a running broker with its listeners.
@@ -28,6 +33,7 @@ type Node struct {
 	Store     *store.PebbleStore // nil in memory mode
 	log       *slog.Logger
 	done      chan struct{}
+	doneOnce  sync.Once
 	stopOnce  sync.Once
 	stopErr   error
 
@@ -37,6 +43,10 @@ type Node struct {
 	Metrics *metrics.Collector
 	HTTP    *web.Server
 	sys     *sys.Publisher
+
+	// Cluster is this node's cluster member (nil for a single node).
+	Cluster *cluster.Node
+	reg     *prometheus.Registry
 }
 
 // Start builds and starts a node from a configuration.
@@ -67,6 +77,18 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	} else {
 		log.Warn("store mode is memory: sessions, queued and retained messages do not survive a restart")
 	}
+	reg := prometheus.NewRegistry()
+	var cn *cluster.Node
+	if cfg.Cluster != nil {
+		cn, err = newCluster(cfg, log, reg)
+		if err != nil {
+			if st != nil {
+				_ = st.Close()
+			}
+			return nil, err
+		}
+		cn.BrokerOptions(&opts)
+	}
 	srv := broker.New(opts, log, a)
 	if err := srv.Restore(); err != nil {
 		_ = srv.Shutdown(context.Background())
@@ -75,7 +97,17 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		}
 		return nil, fmt.Errorf("restoring state: %w", err)
 	}
-	n := &Node{Server: srv, Auth: sec, Store: st, log: log, done: make(chan struct{})}
+	n := &Node{Server: srv, Auth: sec, Store: st, log: log, done: make(chan struct{}), Cluster: cn, reg: reg}
+	if cn != nil {
+		if err := cn.Start(srv); err != nil {
+			_ = srv.Shutdown(context.Background())
+			if st != nil {
+				_ = st.Close()
+			}
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+		log.Info("cluster member started", "node", cfg.NodeName, "addr", cn.Addr(), "seeds", cfg.Cluster.Seeds)
+	}
 	for _, lc := range cfg.Listeners {
 		l, err := listener.New(lc, log)
 		if err != nil {
@@ -91,6 +123,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		n.Listeners = append(n.Listeners, l) // listener.New logs "listening"
 	}
 	n.Metrics = metrics.New(srv, sys.BuildVersion())
+	reg.MustRegister(n.Metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.Metrics.Listeners = n.Listeners
 	if sec != nil {
 		n.Metrics.AuthStats = sec.Stats
@@ -113,7 +146,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 func (n *Node) startManagement(cfg *config.Config) error {
 	n.sys = sys.Start(n.Server, sys.Options{Interval: cfg.SysInterval, Version: sys.BuildVersion(), Log: n.log})
 	h, err := web.Start(web.Options{
-		Config: cfg.HTTP, Broker: n.Server, Metrics: n.Metrics, Listeners: n.Listeners,
+		Config: cfg.HTTP, Broker: n.Server, Metrics: n.Metrics, Registry: n.reg, Listeners: n.Listeners,
 		Version: sys.BuildVersion(), Settings: cfg, Log: n.log,
 		// Without http.users, the generated admin password is written here
 		// (unless http.generated_password_file says elsewhere).
@@ -126,7 +159,62 @@ func (n *Node) startManagement(cfg *config.Config) error {
 	if h != nil {
 		h.AddReadyCheck("listeners", n.Metrics.ListenersUp)
 	}
+	if n.Cluster != nil {
+		h.SetCluster(clusterSource{n})
+		n.sys.SetCluster(n.Cluster)
+	}
 	return nil
+}
+
+// clusterSource is what the API sees of the cluster: a drain first stops
+// the listeners (no new connections), then hands the sessions over and
+// leaves; the node then stops.
+type clusterSource struct{ n *Node }
+
+func (c clusterSource) ClusterStatus() cluster.Status { return c.n.Cluster.Status() }
+
+func (c clusterSource) Drain(ctx context.Context) error { return c.n.Drain(ctx) }
+
+// Drain leaves the cluster gracefully: listeners close, clients are
+// disconnected and their sessions handed to the other nodes, the node
+// leaves the membership, then stops (the process exits).
+func (n *Node) Drain(ctx context.Context) error {
+	if n.Cluster == nil {
+		return errors.New("not clustered")
+	}
+	for _, l := range n.Listeners {
+		_ = l.Close()
+	}
+	err := n.Cluster.Drain(ctx)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = n.Stop(sctx)
+		n.closeDone()
+	}()
+	return err
+}
+
+// newCluster builds the cluster member from the configuration.
+func newCluster(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*cluster.Node, error) {
+	cc := cfg.Cluster
+	secret, err := cluster.LoadSecret(cc.SecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret_file: %w", err)
+	}
+	var tlsCfg *tls.Config
+	if cc.TLS.Enabled() {
+		if tlsCfg, err = cluster.NewLinkTLS(cc.TLS.CertFile, cc.TLS.KeyFile, cc.TLS.CAFile); err != nil {
+			return nil, fmt.Errorf("cluster.tls: %w", err)
+		}
+	}
+	return cluster.New(cluster.Config{
+		NodeName: cfg.NodeName, Bind: cc.Bind, Advertise: cc.Advertise, Seeds: cc.Seeds, Secret: secret, TLS: tlsCfg,
+		ProbeInterval: cc.ProbeInterval, ProbeTimeout: cc.ProbeTimeout, SuspicionMult: cc.SuspicionMult,
+		GossipInterval: cc.GossipInterval, LinkQueueBytes: int(cc.LinkQueueBytes), MaxFrame: int(cc.MaxFrameSize),
+		ClaimTimeout: cc.ClaimTimeout, DrainTimeout: cc.DrainTimeout,
+		Logger: log, Registerer: reg,
+	})
 }
 
 // Reload re-reads certificates, password and ACL files (SIGHUP).
@@ -147,11 +235,23 @@ func (n *Node) Reload() {
 	}
 }
 
+// Done is closed when the node stopped by itself (after a drain).
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+func (n *Node) closeDone() {
+	n.doneOnce.Do(func() { close(n.done) })
+}
+
 // Stop shuts the node down gracefully.
 // Calling it again returns the first result.
 func (n *Node) Stop(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		n.sys.Stop()
+		if n.Cluster != nil {
+			// Peers see this node leave (not fail); sessions stay in the
+			// store for its restart (a drain hands them over instead).
+			_ = n.Cluster.Leave(2 * time.Second)
+		}
 		// The broker stops first: meanwhile /readyz answers 503, so load
 		// balancers drain the node.
 		n.stopErr = n.Server.Shutdown(ctx)
