@@ -94,6 +94,13 @@ func (s *Server) InterestSnapshot(fn func(filters []string)) {
 	fn(out)
 }
 
+// InterestCount is the number of distinct filters of local interest.
+func (s *Server) InterestCount() int {
+	s.interest.mu.Lock()
+	defer s.interest.mu.Unlock()
+	return len(s.interest.counts)
+}
+
 // SubscribeRemote adds (or replaces) a subscription of a remote node (or of
 // any cluster-internal subscriber) to the index, with no ACL, no retained
 // delivery and no limits: the node's own sessions were checked where they
@@ -199,6 +206,39 @@ func RetainedNewer(aStamp, aNode, bStamp, bNode uint64) bool {
 	return aNode > bNode
 }
 
+// retVersion is the version (stamp, node) of a retained-message deletion.
+type retVersion struct{ stamp, node uint64 }
+
+// retTombTTL is how long the version of a retained-message deletion is
+// remembered, so that an older version arriving later (from a peer that
+// missed the deletion) loses to it as it would to a message.
+const retTombTTL = 24 * time.Hour
+
+// tombLocked remembers the deletion m (clustered servers only). Requires
+// retMu.
+func (s *Server) tombLocked(m *Message) {
+	if s.hclock == nil {
+		return
+	}
+	if s.retTomb == nil {
+		s.retTomb = make(map[string]retVersion)
+	}
+	if tv, ok := s.retTomb[m.Topic]; !ok || RetainedNewer(m.Stamp, m.ID.Node, tv.stamp, tv.node) {
+		s.retTomb[m.Topic] = retVersion{m.Stamp, m.ID.Node}
+	}
+}
+
+// pruneTombs forgets deletions older than retTombTTL.
+func (s *Server) pruneTombs(now time.Time) {
+	s.retMu.Lock()
+	for t, tv := range s.retTomb {
+		if now.Sub(hlc.Time(tv.stamp)) > retTombTTL {
+			delete(s.retTomb, t)
+		}
+	}
+	s.retMu.Unlock()
+}
+
 // setRetainedLocal records a local retained change: stamped, stored and
 // reported. Requires nothing; takes retMu.
 func (s *Server) setRetainedLocal(m *Message, tx *Txn) {
@@ -208,11 +248,13 @@ func (s *Server) setRetainedLocal(m *Message, tx *Txn) {
 	}
 	if len(m.Payload) == 0 {
 		s.retained.Delete(m.Topic) // [MQTT-3.3.1-6]
+		s.tombLocked(m)
 		if tx.Durable() {
 			tx.batch.DeleteRetained(m.Topic)
 		}
 	} else {
 		s.retained.Set(m.Topic, m)
+		delete(s.retTomb, m.Topic)
 		// $SYS values are recomputed at every start: not stored.
 		if tx.Durable() && !isSys(m.Topic) {
 			r := messageRecord(m)
@@ -236,8 +278,11 @@ func (s *Server) ApplyRetained(m *Message) bool {
 	if s.opts.DisableRetain || topic.ValidateName(m.Topic, 0, -1) != nil || isSys(m.Topic) {
 		return false
 	}
-	if s.hclock != nil {
-		s.hclock.Update(m.Stamp)
+	if s.hclock != nil && s.hclock.Update(m.Stamp) < m.Stamp {
+		// Beyond what the clock adopts (hlc.MaxSkew ahead): a broken
+		// clock's version would beat every later local change here, and
+		// the peers would refuse those.
+		return false
 	}
 	m.Retain = true
 	m.Props.Present &= messagePropMask
@@ -248,7 +293,12 @@ func (s *Server) ApplyRetained(m *Message) bool {
 		s.retMu.Unlock()
 		return false
 	}
+	if tv, dead := s.retTomb[m.Topic]; !ok && dead && !RetainedNewer(m.Stamp, m.ID.Node, tv.stamp, tv.node) {
+		s.retMu.Unlock()
+		return false // deleted by a later version
+	}
 	if len(m.Payload) == 0 {
+		s.tombLocked(m) // even with nothing held: older versions lose to it
 		if !ok {
 			s.retMu.Unlock()
 			return false
@@ -259,6 +309,7 @@ func (s *Server) ApplyRetained(m *Message) bool {
 		}
 	} else {
 		s.retained.Set(m.Topic, m)
+		delete(s.retTomb, m.Topic)
 		if tx.Durable() {
 			r := messageRecord(m)
 			r.Retain = true

@@ -160,7 +160,8 @@ type Server struct {
 
 	// Cluster seams (cluster.go).
 	interest interest
-	retMu    sync.Mutex // orders retained changes (local and applied)
+	retMu    sync.Mutex            // orders retained changes (local and applied)
+	retTomb  map[string]retVersion // retained deletions' versions (retMu)
 	hclock   *hlc.Clock
 	// ctx ends when the server shuts down.
 	ctx    context.Context
@@ -402,6 +403,7 @@ func (s *Server) housekeeping() {
 					s.storeAsync(func(b store.Batch) { b.DeleteRetained(t) })
 				}
 			}
+			s.pruneTombs(time.Unix(0, now))
 		}
 	}
 }

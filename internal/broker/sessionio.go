@@ -325,6 +325,11 @@ func (s *Server) Restore() error {
 			cleanup.DeleteRetained(m.Topic)
 			return nil
 		}
+		if s.hclock != nil {
+			// Later local changes are stamped above every stored version,
+			// even if the wall clock went back across the restart.
+			s.hclock.Update(m.Stamp)
+		}
 		s.retained.Set(m.Topic, m)
 		nRetained++
 		return nil
