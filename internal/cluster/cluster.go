@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -55,6 +56,15 @@ type Config struct {
 	TombstoneTTL time.Duration
 	// Resolver resolves DNS seeds (nil = the system's).
 	Resolver Resolver
+	// Replicas is how many other nodes hold a copy of each persistent
+	// session (0 = no replication).
+	Replicas int
+	// AckLocal: a QoS 1/2 publish for a replicated session is acknowledged
+	// once the owner has it; replicas get it through the owner's change
+	// stream afterwards (what the owner acknowledged and had not shipped
+	// when it died is lost). Default: replicated, the replicas take it
+	// before the acknowledgement.
+	AckLocal bool
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -101,6 +111,13 @@ type Node struct {
 	claims   map[string]*localClaim // CONNECTs in progress here, by client id
 	nextReq  uint64
 	requests map[uint64]chan reply // outstanding requests to peers
+	inSeqs   map[string]uint64     // committed sequence of departed peer objects, by name/start
+
+	repl *replicator // nil without replication
+
+	ihMu   sync.Mutex
+	ihash  uint64 // digest of our interest (sum of routeHash)
+	icount int
 
 	tombMu     sync.Mutex
 	tombstones map[string]tombstone
@@ -129,10 +146,14 @@ func New(cfg Config) (*Node, error) {
 		inbound:    make(map[string]*Link),
 		claims:     make(map[string]*localClaim),
 		requests:   make(map[uint64]chan reply),
+		inSeqs:     make(map[string]uint64),
 		tombstones: make(map[string]tombstone),
 		state:      "starting",
 		claimSem:   make(chan struct{}, 256),
 		quit:       make(chan struct{}),
+	}
+	if cfg.Replicas > 0 {
+		n.repl = newReplicator(n, cfg.Replicas, !cfg.AckLocal)
 	}
 	n.hs = HandshakeConfig{LocalName: cfg.NodeName, LocalStart: n.start, Key: DeriveKey(cfg.Secret, LinkKeyLabel), TLS: cfg.TLS}
 	n.lm = NewLinkMetrics(cfg.Registerer)
@@ -216,7 +237,7 @@ func (n *Node) memberEvent(ev MemberEvent) {
 			p = nil
 		}
 		if p == nil {
-			p = newPeer(n, m)
+			p = n.newPeerLocked(m)
 			n.peers[m.Name] = p
 			n.mu.Unlock()
 			p.startDialer()
@@ -233,10 +254,33 @@ func (n *Node) memberEvent(ev MemberEvent) {
 		} else {
 			p = nil
 		}
+		var in *Link
+		if p != nil {
+			in = n.inbound[m.Name]
+			// Kept for a flap (declared dead, same incarnation back): what
+			// was committed from it is not taken twice on the new link.
+			if len(n.inSeqs) > 4096 {
+				clear(n.inSeqs)
+			}
+			n.inSeqs[inSeqKey(p.name, p.start)] = p.inSeq.Load()
+		}
 		n.mu.Unlock()
+		if in != nil {
+			// Its frames went to the peer object being dropped: the link
+			// must start over (snapshots) with the new one.
+			in.Close(errors.New("member gone"))
+		}
 		if p != nil {
 			n.log.Warn("cluster member gone", "node", m.Name, "how", ev.Kind.String())
 			p.gone()
+			if n.repl != nil {
+				n.wg.Add(1)
+				go func() {
+					defer n.wg.Done()
+					n.repl.ownerGone(m.Name)
+					n.repl.rebalance("")
+				}()
+			}
 		}
 	}
 }
@@ -268,20 +312,41 @@ func (n *Node) acceptLoop() {
 // acceptLink runs an inbound link: the peer's frames to us, our replies.
 func (n *Node) acceptLink(conn net.Conn, info PeerInfo) {
 	in := newInbound(n, info)
-	l := NewLink(conn, info, n.linkConfig(), in.handle)
+	if in.p = n.peerFor(info); in.p == nil {
+		_ = conn.Close() // a stale incarnation, or shutting down
+		return
+	}
+	// The previous link from this peer ends first, and its workers commit
+	// what they took before this one starts (so resends are recognised).
+	n.mu.Lock()
+	old := n.inbound[info.Name]
+	n.mu.Unlock()
+	if old != nil {
+		old.Close(errors.New("replaced by a newer link"))
+	}
+	in.p.inMu.Lock()
+	defer in.p.inMu.Unlock()
+	in.start()
+	defer in.stop()
+	ready := make(chan struct{})
+	l := NewLink(conn, info, n.linkConfig(), func(l *Link, t FrameType, b []byte) {
+		<-ready
+		in.handle(l, t, b)
+	})
+	in.link = l
+	close(ready)
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
 		l.Close(errors.New("shutting down"))
 		return
 	}
-	old := n.inbound[info.Name]
+	if cur := n.inbound[info.Name]; cur != nil && cur != old {
+		cur.Close(errors.New("replaced by a newer link"))
+	}
 	n.inbound[info.Name] = l
 	n.mu.Unlock()
-	if old != nil {
-		old.Close(errors.New("replaced by a newer link"))
-	}
-	in.run(l)
+	<-l.Done()
 	n.mu.Lock()
 	if n.inbound[info.Name] == l {
 		delete(n.inbound, info.Name)
@@ -291,6 +356,19 @@ func (n *Node) acceptLink(conn net.Conn, info PeerInfo) {
 
 func (n *Node) linkConfig() LinkConfig {
 	return LinkConfig{QueueBytes: n.cfg.LinkQueueBytes, MaxFrame: n.cfg.MaxFrame, Logger: n.log, Metrics: n.lm}
+}
+
+func inSeqKey(name string, start int64) string { return fmt.Sprintf("%s/%d", name, start) }
+
+// newPeerLocked makes a peer object, resuming the committed sequence of a
+// previous object for the same incarnation. Requires n.mu.
+func (n *Node) newPeerLocked(m Member) *peer {
+	p := newPeer(n, m)
+	if v, ok := n.inSeqs[inSeqKey(m.Name, m.Start)]; ok {
+		p.inSeq.Store(v)
+		delete(n.inSeqs, inSeqKey(m.Name, m.Start))
+	}
+	return p
 }
 
 // peer returns a live peer by name.
@@ -332,9 +410,20 @@ func (n *Node) housekeeping() {
 			return
 		case <-t.C:
 			n.pruneTombstones()
+			if n.repl != nil {
+				n.repl.prune()
+				n.repl.rebalance("")
+			}
+			// Anti-entropy: a digest of our routes; a peer whose view
+			// differs asks for the whole set (RouteResync).
+			n.ihMu.Lock()
+			var e Enc
+			e.Uvarint(uint64(n.icount))
+			e.U64(n.ihash)
+			n.ihMu.Unlock()
 			for _, p := range n.livePeers() {
 				if l := p.link(); l != nil {
-					p.sendRouteSnapshot(l)
+					l.Send(FrameRouteDigest, e.B, true)
 				}
 			}
 		}
@@ -348,10 +437,15 @@ func (n *Node) Status() Status {
 	st.State = n.state
 	ml := n.ml
 	n.mu.Unlock()
-	n.srv.InterestSnapshot(func(f []string) { st.LocalRoutes = len(f) })
+	st.LocalRoutes = n.srv.InterestCount()
 	n.tombMu.Lock()
 	st.RetainedTombstones = len(n.tombstones)
 	n.tombMu.Unlock()
+	if r := n.repl; r != nil {
+		st.Replicas = r.k
+		st.ReplicaCopies, st.Replicated = r.counts()
+		st.UnderReplicated = int(r.underRepl.Load())
+	}
 	if ml == nil {
 		return st
 	}

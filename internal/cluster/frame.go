@@ -34,6 +34,11 @@ const (
 	FrameSessionMerge
 	FrameHandoff
 	FrameHandoffReply
+	FrameReplOps
+	FrameReplSnapshot
+	FrameReplDrop
+	FrameRouteDigest
+	FrameRouteResync
 )
 
 var frameTypeNames = [...]string{
@@ -53,6 +58,11 @@ var frameTypeNames = [...]string{
 	FrameSessionMerge:   "SessionMerge",
 	FrameHandoff:        "Handoff",
 	FrameHandoffReply:   "HandoffReply",
+	FrameReplOps:        "ReplOps",
+	FrameReplSnapshot:   "ReplSnapshot",
+	FrameReplDrop:       "ReplDrop",
+	FrameRouteDigest:    "RouteDigest",
+	FrameRouteResync:    "RouteResync",
 }
 
 // String returns the type's name, or FrameType(N) for an unknown type.

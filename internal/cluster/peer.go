@@ -29,11 +29,14 @@ type peer struct {
 	since    time.Time
 	dead     bool
 	routes   map[string]struct{}
+	rhash    uint64             // digest of routes (sum of routeHash)
 	seq      uint64             // last sequence number given to a forwarded frame
 	inflight []*pending         // QoS 1/2 frames not yet acknowledged, by seq
 	inBytes  int                // bytes of inflight
 	digest   map[string]version // retained digest being received
 
+	// inMu is held by the inbound link being processed (one at a time).
+	inMu sync.Mutex
 	// inSeq is the last sequence number of this peer's forwarded frames
 	// processed and committed here (frames at or below it are resends).
 	inSeq atomic.Uint64
@@ -132,6 +135,13 @@ func (p *peer) up(l *Link) {
 	p.sendRouteSnapshot(l)
 	p.n.sendRetainedDigest(l)
 	p.n.sendSessionDigest(l)
+	if r := p.n.repl; r != nil {
+		p.n.wg.Add(1)
+		go func() {
+			defer p.n.wg.Done()
+			r.rebalance(p.name)
+		}()
+	}
 }
 
 func (p *peer) down(l *Link, err error) {
@@ -154,6 +164,17 @@ func (p *peer) handleReply(l *Link, t FrameType, body []byte) {
 		seq := d.U64()
 		if d.Err == nil {
 			p.ack(seq)
+		}
+	case FrameRouteResync:
+		p.sendRouteSnapshot(l)
+	case FrameRetain:
+		// A version the peer holds newer than ours (digest answer).
+		if err := p.n.applyRetainFrame(body); err != nil {
+			l.Close(err)
+		}
+	case FrameSessionMerge:
+		if err := p.n.handleSessionMerge(body); err != nil {
+			l.Close(err)
 		}
 	case FrameClaimReply, FrameHandoffReply:
 		id := d.U64()
@@ -244,6 +265,7 @@ func (p *peer) gone() {
 	p.inflight, p.inBytes = nil, 0
 	routes := p.routes
 	p.routes = make(map[string]struct{})
+	p.rhash = 0
 	p.mu.Unlock()
 	p.stop()
 	srv := p.n.srv

@@ -148,9 +148,10 @@ func (n *Node) sendRetainedDigest(l *Link) {
 }
 
 // answerRetainedDigest collects a peer's digest; at its last chunk, sends
-// the peer (on our link to it) every version we hold that wins over its
-// own or that it lacks.
-func (n *Node) answerRetainedDigest(p *peer, body []byte) error {
+// the peer every version we hold that wins over its own or that it lacks,
+// back on the link the digest came on (whatever the state of our own link
+// to the peer).
+func (n *Node) answerRetainedDigest(l *Link, p *peer, body []byte) error {
 	d := Dec{B: body}
 	last := d.Bool()
 	cnt := d.Uvarint()
@@ -178,10 +179,6 @@ func (n *Node) answerRetainedDigest(p *peer, body []byte) error {
 	p.mu.Lock()
 	p.digest = nil
 	p.mu.Unlock()
-	l := p.link()
-	if l == nil {
-		return nil // sent again when the link is up
-	}
 	mine := n.retainedVersions()
 	sent := 0
 	for t, v := range mine {

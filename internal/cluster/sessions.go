@@ -59,6 +59,15 @@ func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*stor
 		}
 		n.mu.Unlock()
 	}()
+	if n.repl != nil {
+		// A copy held here of a session whose owner is gone: this node
+		// takes it (other nodes may still answer with a newer one).
+		if rs := n.repl.take(req.ClientID); rs != nil && !req.Clean {
+			if err := n.srv.AdoptSession(rs, sessionDedupWindow); err != nil {
+				n.log.Warn("cluster: replica not installed", "client", req.ClientID, "err", err)
+			}
+		}
+	}
 	var asked []*peer
 	var e Enc
 	id, ch := n.newRequestN()
@@ -216,6 +225,15 @@ func (n *Node) release(req broker.ClaimRequest) (uint8, []byte) {
 		return claimNewer, nil
 	}
 	ls, out := n.srv.ReleaseSession(req)
+	if out == broker.ReleaseNone && n.repl != nil {
+		// Not here, but perhaps a copy of a session whose owner is gone.
+		if rs := n.repl.take(req.ClientID); rs != nil {
+			if req.Clean {
+				return claimEnded, nil
+			}
+			return claimMoved, store.EncodeSession(rs)
+		}
+	}
 	switch out {
 	case broker.ReleaseMoved:
 		n.forwardMoved(ls, req.Node)
@@ -342,7 +360,10 @@ func (n *Node) sendSessionDigest(l *Link) {
 	l.Send(FrameSessionDigest, e.B, true)
 }
 
-func (n *Node) handleSessionDigest(p *peer, body []byte) error {
+// handleSessionDigest settles client ids held both here and by the peer:
+// the older claim gives its session (queued messages) to the newer, sent
+// back on the link the digest came on.
+func (n *Node) handleSessionDigest(l *Link, body []byte) error {
 	d := Dec{B: body}
 	cnt := d.Uvarint()
 	if cnt > uint64(len(body)) {
@@ -382,12 +403,10 @@ func (n *Node) handleSessionDigest(p *peer, body []byte) error {
 			}
 			n.met.claims.WithLabelValues("merged_after_split").Inc()
 			n.log.Warn("cluster: client identifier held on two nodes (split); the later connect wins, queued messages handed to it", "client", c.ClientID, "winner", c.Node)
-			if l := p.link(); l != nil {
-				var e Enc
-				e.Bytes(store.EncodeSession(ls))
-				l.Send(FrameSessionMerge, e.B, true)
-			} else {
-				_ = n.srv.AdoptSession(ls, 0)
+			var e Enc
+			e.Bytes(store.EncodeSession(ls))
+			if !l.Send(FrameSessionMerge, e.B, true) {
+				_ = n.srv.AdoptSession(ls, 0) // link gone: keep it here
 			}
 		}
 	}()

@@ -16,6 +16,14 @@ type Status struct {
 	LocalRoutes int `json:"local_routes"`
 	// RetainedTombstones counts remembered retained-message deletions.
 	RetainedTombstones int `json:"retained_tombstones"`
+	// Replication (zero when off): the configured copies per session,
+	// persistent sessions owned here with replicas placed, those with
+	// fewer replicas than configured, and copies held here for sessions
+	// other nodes own.
+	Replicas        int `json:"replicas"`
+	Replicated      int `json:"replicated_sessions"`
+	UnderReplicated int `json:"under_replicated_sessions"`
+	ReplicaCopies   int `json:"replica_sessions"`
 }
 
 // MemberStatus is one node as seen from this one.

@@ -57,6 +57,16 @@ func (c *Config) validateCluster() error {
 	if cl.Bind == "" {
 		cl.Bind = d.Bind
 	}
+	switch cl.Ack {
+	case "":
+		cl.Ack = d.Ack
+	case "replicated", "local":
+	default:
+		return fmt.Errorf("cluster.ack: %q is not replicated or local", cl.Ack)
+	}
+	if cl.Replicas != nil && (*cl.Replicas < 0 || *cl.Replicas > 8) {
+		return fmt.Errorf("cluster.replicas: %d is not in 0..8", *cl.Replicas)
+	}
 	switch cl.Shutdown {
 	case "":
 		cl.Shutdown = d.Shutdown

@@ -74,6 +74,20 @@ type ClusterConfig struct {
 	// AckTimeout bounds how long a QoS 1/2 publish waits for the nodes
 	// with matching interest to take the message.
 	AckTimeout time.Duration `yaml:"ack_timeout"`
+	// Replicas is how many other nodes keep a copy of each persistent
+	// session (nil = 1; 0 turns replication off).
+	Replicas *int `yaml:"replicas"`
+	// Ack is "replicated" (a QoS 1/2 message for a replicated session is
+	// acknowledged once the owner and its replicas have it) or "local".
+	Ack string `yaml:"ack"`
+}
+
+// ReplicaCount is the configured number of replicas (default 1).
+func (c *ClusterConfig) ReplicaCount() int {
+	if c.Replicas == nil {
+		return 1
+	}
+	return *c.Replicas
 }
 
 // ClusterTLS is mutual TLS for node links: all three files or none.
@@ -101,6 +115,7 @@ func DefaultClusterConfig() ClusterConfig {
 		DrainTimeout:   30 * time.Second,
 		Shutdown:       "drain",
 		AckTimeout:     10 * time.Second,
+		Ack:            "replicated",
 	}
 }
 

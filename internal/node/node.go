@@ -88,6 +88,13 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 			return nil, err
 		}
 		cn.BrokerOptions(&opts)
+		// Session changes also go to the replicas (a memory-only node
+		// replicates too: the wrapper then keeps nothing itself).
+		var inner store.Store
+		if st != nil {
+			inner = st
+		}
+		opts.Store = cn.WrapStore(inner)
 	}
 	srv := broker.New(opts, log, a)
 	if err := srv.Restore(); err != nil {
@@ -213,6 +220,7 @@ func newCluster(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer)
 		ProbeInterval: cc.ProbeInterval, ProbeTimeout: cc.ProbeTimeout, SuspicionMult: cc.SuspicionMult,
 		GossipInterval: cc.GossipInterval, LinkQueueBytes: int(cc.LinkQueueBytes), MaxFrame: int(cc.MaxFrameSize),
 		ClaimTimeout: cc.ClaimTimeout, DrainTimeout: cc.DrainTimeout,
+		Replicas: cc.ReplicaCount(), AckLocal: cc.Ack == "local",
 		Logger: log, Registerer: reg,
 	})
 }

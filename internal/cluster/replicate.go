@@ -1,0 +1,829 @@
+package cluster
+
+import (
+	"hash/fnv"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/isobar-mq/isobar/internal/broker"
+	"github.com/isobar-mq/isobar/internal/store"
+	"github.com/isobar-mq/isobar/internal/topic"
+)
+
+// Replicated sessions. Every persistent session has an owner (the node it
+// lives on) and Config.Replicas replica nodes: the first ones, other than
+// the owner, in a rendezvous ranking of the client identifier over the
+// nodes whose link is up (deterministic, and moving minimally when nodes
+// come and go).
+//
+// The owner ships the session's change stream to its replicas: the
+// broker writes every session change into a store.Batch, and the owner's
+// store is wrapped (replStore) so that each committed batch's session
+// operations (session record, subscriptions, messages with their state,
+// inbound QoS 2 ids, deletions) also go to the session's replicas, in
+// order. A new replica gets a snapshot first.
+//
+// With ack: replicated (the default), each replica also subscribes on the
+// session's behalf (a standby subscriber: local interest, advertised like
+// any other): a QoS 1/2 publish for the session is forwarded to the owner
+// and to every replica node, so the publisher's PUBACK/PUBREC waits until
+// the owner and the replicas have it. A standby never delivers: it only
+// records. The owner's acknowledgements (message deletions) remove the
+// replicas' copies; ids deleted recently are remembered so that a late
+// standby copy of a message already acknowledged is dropped.
+//
+// When the owner dies, the first alive node in the session's ranking that
+// holds a replica promotes it: the session is installed there (offline,
+// with every message), takes over the subscriptions, and gets replicas of
+// its own. A client reconnecting anywhere claims it as usual. A replica
+// node that receives a claim for a session whose owner is dead hands its
+// copy over directly.
+
+// op is one session operation of a batch.
+type op struct {
+	kind     uint8
+	clientID string
+	sess     *store.SessionRecord
+	sub      *store.SubscriptionRecord
+	filter   string
+	seq      uint64
+	msg      *store.MessageRecord
+	packetID uint16
+}
+
+const (
+	opPutSession uint8 = iota + 1
+	opDeleteSession
+	opPutSub
+	opDeleteSub
+	opPutMsg
+	opDeleteMsg
+	opPutInbound
+	opDeleteInbound
+)
+
+// replicator holds both sides: what this node ships as an owner and the
+// replicas it holds for others.
+type replicator struct {
+	n       *Node
+	k       int
+	standby bool
+
+	mu      sync.Mutex
+	placed  map[string][]string // owner side: client id -> replica nodes shipped to
+	held    map[string]*replica // replica side: client id -> copy
+	deleted map[broker.MessageID]int64
+
+	shipped   atomic.Uint64
+	promoted  atomic.Uint64
+	underRepl atomic.Int64
+}
+
+// replica is a copy of another node's session.
+type replica struct {
+	owner   string
+	sess    store.SessionRecord
+	subs    map[string]store.SubscriptionRecord
+	msgs    map[uint64]store.MessageRecord // by the owner's sequence number
+	ids     map[broker.MessageID]uint64    // id -> owner seq
+	extra   []store.MessageRecord          // received by the standby, not (yet) in the owner's stream
+	inbound map[uint16]struct{}
+	standby *standbySub
+	updated time.Time
+}
+
+func newReplicator(n *Node, k int, standby bool) *replicator {
+	return &replicator{n: n, k: k, standby: standby, placed: make(map[string][]string),
+		held: make(map[string]*replica), deleted: make(map[broker.MessageID]int64)}
+}
+
+// rank orders nodes for a client id (highest hash first).
+func rank(clientID string, nodes []string) []string {
+	type hn struct {
+		h    uint64
+		name string
+	}
+	hs := make([]hn, 0, len(nodes))
+	for _, nm := range nodes {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(nm))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(clientID))
+		hs = append(hs, hn{h.Sum64(), nm})
+	}
+	slices.SortFunc(hs, func(a, b hn) int {
+		switch {
+		case a.h > b.h:
+			return -1
+		case a.h < b.h:
+			return 1
+		}
+		return 0
+	})
+	out := make([]string, len(hs))
+	for i, x := range hs {
+		out[i] = x.name
+	}
+	return out
+}
+
+// targets are the replica nodes of a session owned here.
+func (r *replicator) targets(clientID string) []string {
+	var up []string
+	for _, p := range r.n.livePeers() {
+		if p.link() != nil {
+			up = append(up, p.name)
+		}
+	}
+	t := rank(clientID, up)
+	if len(t) > r.k {
+		t = t[:r.k]
+	}
+	slices.Sort(t)
+	return t
+}
+
+// ship sends a committed batch's session operations to the replicas.
+func (r *replicator) ship(ops []op) {
+	if len(ops) == 0 || r.n.srv == nil {
+		return
+	}
+	// Group by client id, keeping each one's order.
+	var order []string
+	by := make(map[string][]op)
+	for _, o := range ops {
+		if _, ok := by[o.clientID]; !ok {
+			order = append(order, o.clientID)
+		}
+		by[o.clientID] = append(by[o.clientID], o)
+	}
+	for _, id := range order {
+		r.shipOne(id, by[id])
+	}
+}
+
+func (r *replicator) shipOne(clientID string, ops []op) {
+	deleted := false
+	for _, o := range ops {
+		if o.kind == opDeleteSession {
+			deleted = true
+		}
+	}
+	r.mu.Lock()
+	prev, placed := r.placed[clientID]
+	r.mu.Unlock()
+	if placed && !deleted {
+		// The common case: the same replicas as before (placement changes
+		// only with membership, in rebalance).
+		body := encodeOps(clientID, ops)
+		for _, name := range prev {
+			if p := r.n.peer(name); p != nil {
+				if l := p.link(); l != nil {
+					l.Send(FrameReplOps, body, true)
+				}
+			}
+		}
+		r.shipped.Add(uint64(len(ops)))
+		return
+	}
+	if deleted {
+		body := encodeOps(clientID, ops)
+		for _, name := range prev {
+			if p := r.n.peer(name); p != nil {
+				if l := p.link(); l != nil {
+					l.Send(FrameReplOps, body, true)
+				}
+			}
+		}
+		r.mu.Lock()
+		delete(r.placed, clientID)
+		r.mu.Unlock()
+		return
+	}
+	// A session new to replication: its replicas get a snapshot.
+	now := r.targets(clientID)
+	var snap []byte
+	for _, name := range now {
+		if p := r.n.peer(name); p != nil {
+			if l := p.link(); l != nil {
+				if snap == nil {
+					if snap = r.snapshot(clientID); snap == nil {
+						return
+					}
+				}
+				l.Send(FrameReplSnapshot, snap, true)
+			}
+		}
+	}
+	r.mu.Lock()
+	r.placed[clientID] = now
+	r.mu.Unlock()
+	r.shipped.Add(uint64(len(ops)))
+}
+
+func (r *replicator) snapshot(clientID string) []byte {
+	ls, ok := r.n.srv.ExportSession(clientID)
+	if !ok {
+		return nil
+	}
+	var e Enc
+	e.Bytes(store.EncodeSession(ls))
+	return e.B
+}
+
+// dropFrom tells the nodes in prev but not in now to drop their copy.
+func (r *replicator) dropFrom(clientID string, prev, now []string) {
+	for _, name := range prev {
+		if slices.Contains(now, name) {
+			continue
+		}
+		if p := r.n.peer(name); p != nil {
+			if l := p.link(); l != nil {
+				var e Enc
+				e.String(clientID)
+				l.Send(FrameReplDrop, e.B, true)
+			}
+		}
+	}
+}
+
+// rebalance re-places every session owned here (after a membership or
+// link change): snapshots to new replicas (and to refresh, a node whose
+// link just came back and may have missed changes), drops to former ones.
+func (r *replicator) rebalance(refresh string) {
+	srv := r.n.srv
+	if srv == nil {
+		return
+	}
+	under := int64(0)
+	for _, id := range srv.SessionIDs() {
+		if !r.persistent(id) {
+			continue
+		}
+		r.mu.Lock()
+		prev := r.placed[id]
+		r.mu.Unlock()
+		now := r.targets(id)
+		for _, name := range now {
+			if slices.Contains(prev, name) && name != refresh {
+				continue
+			}
+			if p := r.n.peer(name); p != nil {
+				if l := p.link(); l != nil {
+					if snap := r.snapshot(id); snap != nil {
+						l.Send(FrameReplSnapshot, snap, true)
+					}
+				}
+			}
+		}
+		r.dropFrom(id, prev, now)
+		r.mu.Lock()
+		r.placed[id] = now
+		r.mu.Unlock()
+		if len(now) < r.k {
+			under++
+		}
+	}
+	r.underRepl.Store(under)
+}
+
+// persistent reports whether a session outlives its connection.
+func (r *replicator) persistent(clientID string) bool {
+	ls, ok := r.n.srv.ExportSession(clientID)
+	return ok && ls.Session.ExpiryInterval > 0
+}
+
+// Replica side.
+
+func (r *replicator) applySnapshot(owner string, body []byte) error {
+	d := Dec{B: body}
+	b := d.Bytes()
+	if d.Err != nil {
+		return d.Err
+	}
+	ls, err := store.DecodeSession(b)
+	if err != nil {
+		return err
+	}
+	rep := &replica{owner: owner, sess: ls.Session, subs: make(map[string]store.SubscriptionRecord),
+		msgs: make(map[uint64]store.MessageRecord), ids: make(map[broker.MessageID]uint64), inbound: make(map[uint16]struct{}), updated: time.Now()}
+	for _, s := range ls.Subscriptions {
+		rep.subs[s.Filter] = s
+	}
+	for _, m := range ls.Messages {
+		rep.msgs[m.Seq] = m.Msg
+		rep.ids[broker.MessageID{Node: m.Msg.IDNode, Seq: m.Msg.IDSeq}] = m.Seq
+	}
+	for _, id := range ls.Inbound {
+		rep.inbound[id] = struct{}{}
+	}
+	r.mu.Lock()
+	old := r.held[ls.Session.ClientID]
+	r.held[ls.Session.ClientID] = rep
+	r.mu.Unlock()
+	if old != nil {
+		r.unstandby(old)
+	}
+	r.restandby(ls.Session.ClientID, rep)
+	return nil
+}
+
+func (r *replicator) applyDrop(body []byte) error {
+	d := Dec{B: body}
+	id := d.String()
+	if d.Err != nil {
+		return d.Err
+	}
+	r.mu.Lock()
+	rep := r.held[id]
+	delete(r.held, id)
+	r.mu.Unlock()
+	if rep != nil {
+		r.unstandby(rep)
+	}
+	return nil
+}
+
+func (r *replicator) applyOps(owner string, body []byte) error {
+	clientID, ops, err := decodeOps(body)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UnixNano()
+	r.mu.Lock()
+	rep := r.held[clientID]
+	subsChanged := false
+	for _, o := range ops {
+		switch o.kind {
+		case opPutSession:
+			if rep == nil || rep.owner != owner {
+				if rep != nil {
+					old := rep
+					defer r.unstandby(old)
+				}
+				rep = &replica{owner: owner, subs: make(map[string]store.SubscriptionRecord), msgs: make(map[uint64]store.MessageRecord),
+					ids: make(map[broker.MessageID]uint64), inbound: make(map[uint16]struct{})}
+				r.held[clientID] = rep
+				subsChanged = true
+			}
+			rep.sess = *o.sess
+		case opDeleteSession:
+			if rep != nil {
+				old := rep
+				defer r.unstandby(old)
+				delete(r.held, clientID)
+				rep = nil
+			}
+		}
+		if rep == nil || o.kind == opPutSession || o.kind == opDeleteSession {
+			continue
+		}
+		switch o.kind {
+		case opPutSub:
+			rep.subs[o.sub.Filter] = *o.sub
+			subsChanged = true
+		case opDeleteSub:
+			delete(rep.subs, o.filter)
+			subsChanged = true
+		case opPutMsg:
+			rep.msgs[o.seq] = *o.msg
+			id := broker.MessageID{Node: o.msg.IDNode, Seq: o.msg.IDSeq}
+			rep.ids[id] = o.seq
+			rep.extra = slices.DeleteFunc(rep.extra, func(m store.MessageRecord) bool {
+				return m.IDNode == id.Node && m.IDSeq == id.Seq
+			})
+		case opDeleteMsg:
+			if m, ok := rep.msgs[o.seq]; ok {
+				id := broker.MessageID{Node: m.IDNode, Seq: m.IDSeq}
+				delete(rep.ids, id)
+				r.deleted[id] = now
+			}
+			delete(rep.msgs, o.seq)
+		case opPutInbound:
+			rep.inbound[o.packetID] = struct{}{}
+		case opDeleteInbound:
+			delete(rep.inbound, o.packetID)
+		}
+	}
+	if rep != nil {
+		rep.updated = time.Now()
+	}
+	r.mu.Unlock()
+	if subsChanged && rep != nil {
+		r.restandby(clientID, rep)
+	}
+	return nil
+}
+
+// standbySub records, on a replica node, what is routed to the session's
+// subscriptions: with it the publisher's acknowledgement waits for the
+// replicas too.
+type standbySub struct {
+	r        *replicator
+	clientID string
+	mu       sync.Mutex
+	filters  map[string]struct{}
+}
+
+func (s *standbySub) SubscriberID() string   { return s.clientID }
+func (s *standbySub) MayReceive(string) bool { return true }
+func (s *standbySub) Online() bool           { return false }
+func (s *standbySub) Deliver(d broker.Delivery, _ *broker.Txn, now int64) {
+	if d.QoS == 0 {
+		return
+	}
+	r := s.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := r.held[s.clientID]
+	if rep == nil || rep.standby != s {
+		return
+	}
+	id := d.Msg.ID
+	if _, ok := rep.ids[id]; ok {
+		return
+	}
+	if _, ok := r.deleted[id]; ok {
+		return
+	}
+	for i := range rep.extra {
+		if rep.extra[i].IDNode == id.Node && rep.extra[i].IDSeq == id.Seq {
+			return
+		}
+	}
+	rec := *broker.MessageToRecord(d.Msg)
+	rec.DeliverQoS = d.QoS
+	rec.DeliverRetain = d.Retain
+	rec.SubIDs = d.SubIDs
+	rec.State = store.StateQueued
+	rep.extra = append(rep.extra, rec)
+}
+
+// restandby makes the standby subscriptions follow the replica's
+// (non-shared) subscriptions.
+func (r *replicator) restandby(clientID string, rep *replica) {
+	if !r.standby || r.n.srv == nil {
+		return
+	}
+	r.mu.Lock()
+	sb := rep.standby
+	if sb == nil {
+		sb = &standbySub{r: r, clientID: clientID, filters: make(map[string]struct{})}
+		rep.standby = sb
+	}
+	want := make(map[string]store.SubscriptionRecord)
+	for f, s := range rep.subs {
+		if _, _, shared := topic.ParseShared(f); !shared && validRoute(f) {
+			want[f] = s
+		}
+	}
+	r.mu.Unlock()
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	for f := range sb.filters {
+		if _, ok := want[f]; !ok {
+			r.n.srv.UnsubscribeRemote(sb, f)
+			delete(sb.filters, f)
+		}
+	}
+	for f, s := range want {
+		if _, ok := sb.filters[f]; !ok {
+			r.n.srv.SubscribeRemote(sb, f, topic.Options{QoS: s.QoS, NoLocal: s.NoLocal, RetainAsPublished: s.RetainAsPublished, ID: s.ID})
+			sb.filters[f] = struct{}{}
+		}
+	}
+}
+
+func (r *replicator) unstandby(rep *replica) {
+	r.mu.Lock()
+	sb := rep.standby
+	rep.standby = nil
+	r.mu.Unlock()
+	if sb == nil || r.n.srv == nil {
+		return
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	for f := range sb.filters {
+		r.n.srv.UnsubscribeRemote(sb, f)
+	}
+	sb.filters = map[string]struct{}{}
+}
+
+// loaded builds the session a replica stands for: the owner's state plus
+// what the standby received that the owner's stream had not confirmed.
+func (rep *replica) loaded() *store.LoadedSession {
+	ls := &store.LoadedSession{Session: rep.sess}
+	for _, s := range rep.subs {
+		ls.Subscriptions = append(ls.Subscriptions, s)
+	}
+	var maxSeq uint64
+	for seq, m := range rep.msgs {
+		ls.Messages = append(ls.Messages, store.SeqMessage{Seq: seq, Msg: m})
+		maxSeq = max(maxSeq, seq)
+	}
+	slices.SortFunc(ls.Messages, func(a, b store.SeqMessage) int {
+		switch {
+		case a.Seq < b.Seq:
+			return -1
+		case a.Seq > b.Seq:
+			return 1
+		}
+		return 0
+	})
+	// What only the standby has gets packet identifiers the session does
+	// not use (a restored QoS 1/2 message needs one).
+	used := make(map[uint16]bool, len(rep.msgs))
+	for _, m := range rep.msgs {
+		used[m.PacketID] = true
+	}
+	next := rep.sess.NextPacketID
+	for _, m := range rep.extra {
+		if len(used) >= 65535 {
+			break // no identifier left: the session is full
+		}
+		for {
+			next++
+			if next != 0 && !used[next] {
+				break
+			}
+		}
+		used[next] = true
+		maxSeq++
+		m.PacketID = next
+		m.State = store.StateQueued
+		ls.Messages = append(ls.Messages, store.SeqMessage{Seq: maxSeq, Msg: m})
+	}
+	ls.Session.NextPacketID = next
+	for id := range rep.inbound {
+		ls.Inbound = append(ls.Inbound, id)
+	}
+	slices.Sort(ls.Inbound)
+	slices.SortFunc(ls.Subscriptions, func(a, b store.SubscriptionRecord) int {
+		switch {
+		case a.Filter < b.Filter:
+			return -1
+		case a.Filter > b.Filter:
+			return 1
+		}
+		return 0
+	})
+	return ls
+}
+
+// take removes and returns the copy of a session whose owner is gone.
+func (r *replicator) take(clientID string) *store.LoadedSession {
+	r.mu.Lock()
+	rep := r.held[clientID]
+	if rep == nil || r.n.peer(rep.owner) != nil {
+		r.mu.Unlock()
+		return nil // none, or its owner is alive: it answers for it
+	}
+	delete(r.held, clientID)
+	r.mu.Unlock()
+	r.unstandby(rep)
+	r.promoted.Add(1)
+	return rep.loaded()
+}
+
+// ownerGone promotes the copies of a dead node's sessions this node is
+// first in line for.
+func (r *replicator) ownerGone(owner string) {
+	var alive []string
+	alive = append(alive, r.n.cfg.NodeName)
+	for _, p := range r.n.livePeers() {
+		if p.name != owner {
+			alive = append(alive, p.name)
+		}
+	}
+	r.mu.Lock()
+	var mine []string
+	for id, rep := range r.held {
+		if rep.owner == owner {
+			if rk := rank(id, alive); len(rk) > 0 && rk[0] == r.n.cfg.NodeName {
+				mine = append(mine, id)
+			}
+		}
+	}
+	r.mu.Unlock()
+	for _, id := range mine {
+		if ls := r.take(id); ls != nil {
+			if err := r.n.srv.AdoptSession(ls, sessionDedupWindow); err != nil {
+				r.n.log.Warn("cluster: replica not promoted", "client", id, "err", err)
+				continue
+			}
+			r.n.log.Info("cluster: session promoted from its replica (owner gone)", "client", id, "owner", owner)
+		}
+	}
+}
+
+// prune forgets old acknowledgement ids.
+func (r *replicator) prune() {
+	cut := time.Now().Add(-2 * time.Minute).UnixNano()
+	r.mu.Lock()
+	for id, at := range r.deleted {
+		if at < cut {
+			delete(r.deleted, id)
+		}
+	}
+	r.mu.Unlock()
+}
+
+func (r *replicator) counts() (held, placed int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.held), len(r.placed)
+}
+
+// Op encoding: client id | n | n x (kind u8, fields).
+
+func encodeOps(clientID string, ops []op) []byte {
+	var e Enc
+	e.String(clientID)
+	e.Uvarint(uint64(len(ops)))
+	for _, o := range ops {
+		e.U8(o.kind)
+		switch o.kind {
+		case opPutSession:
+			e.Bytes(store.EncodeSession(&store.LoadedSession{Session: *o.sess}))
+		case opPutSub:
+			s := o.sub
+			e.String(s.Filter)
+			e.U8(s.QoS)
+			e.Bool(s.NoLocal)
+			e.Bool(s.RetainAsPublished)
+			e.U8(s.RetainHandling)
+			e.U32(s.ID)
+		case opDeleteSub:
+			e.String(o.filter)
+		case opPutMsg:
+			e.U64(o.seq)
+			e.Bytes(store.AppendMessage(nil, o.msg))
+		case opDeleteMsg:
+			e.U64(o.seq)
+		case opPutInbound, opDeleteInbound:
+			e.U16(o.packetID)
+		}
+	}
+	return e.B
+}
+
+func decodeOps(body []byte) (string, []op, error) {
+	d := Dec{B: body}
+	clientID := d.String()
+	cnt := d.Uvarint()
+	if d.Err != nil {
+		return "", nil, d.Err
+	}
+	if cnt > uint64(len(body)) {
+		return "", nil, ErrShortBody
+	}
+	ops := make([]op, 0, cnt)
+	for range cnt {
+		o := op{kind: d.U8(), clientID: clientID}
+		switch o.kind {
+		case opPutSession:
+			ls, err := store.DecodeSession(d.Bytes())
+			if err != nil {
+				return "", nil, err
+			}
+			o.sess = &ls.Session
+		case opDeleteSession:
+		case opPutSub:
+			o.sub = &store.SubscriptionRecord{Filter: d.String(), QoS: d.U8(), NoLocal: d.Bool(), RetainAsPublished: d.Bool(), RetainHandling: d.U8(), ID: d.U32()}
+		case opDeleteSub:
+			o.filter = d.String()
+		case opPutMsg:
+			o.seq = d.U64()
+			var m store.MessageRecord
+			if err := store.DecodeMessage(d.Bytes(), &m); err != nil {
+				return "", nil, err
+			}
+			o.msg = &m
+		case opDeleteMsg:
+			o.seq = d.U64()
+		case opPutInbound, opDeleteInbound:
+			o.packetID = d.U16()
+		default:
+			return "", nil, ErrShortBody
+		}
+		if d.Err != nil {
+			return "", nil, d.Err
+		}
+		ops = append(ops, o)
+	}
+	return clientID, ops, nil
+}
+
+// The store wrapper: the owner's change stream.
+
+// WrapStore returns the store the broker must use so that session changes
+// reach the replicas (inner may be nil: a memory-only node still
+// replicates). It returns inner unchanged when replication is off.
+func (n *Node) WrapStore(inner store.Store) store.Store {
+	if n.repl == nil {
+		return inner
+	}
+	if inner == nil {
+		inner = nullStore{}
+	}
+	return &replStore{inner: inner, r: n.repl}
+}
+
+type replStore struct {
+	inner store.Store
+	r     *replicator
+}
+
+func (s *replStore) NewBatch() store.Batch { return &replBatch{inner: s.inner.NewBatch(), r: s.r} }
+func (s *replStore) LoadSessions(fn func(*store.LoadedSession) error) error {
+	return s.inner.LoadSessions(fn)
+}
+func (s *replStore) LoadRetained(fn func(*store.MessageRecord) error) error {
+	return s.inner.LoadRetained(fn)
+}
+func (s *replStore) Stats() store.Stats { return s.inner.Stats() }
+func (s *replStore) Writable() error    { return s.inner.Writable() }
+func (s *replStore) Close() error       { return s.inner.Close() }
+
+type replBatch struct {
+	inner store.Batch
+	r     *replicator
+	ops   []op
+}
+
+func (b *replBatch) PutSession(s *store.SessionRecord) {
+	b.inner.PutSession(s)
+	b.ops = append(b.ops, op{kind: opPutSession, clientID: s.ClientID, sess: s})
+}
+func (b *replBatch) DeleteSession(id string) {
+	b.inner.DeleteSession(id)
+	b.ops = append(b.ops, op{kind: opDeleteSession, clientID: id})
+}
+func (b *replBatch) PutSubscription(id string, s *store.SubscriptionRecord) {
+	b.inner.PutSubscription(id, s)
+	b.ops = append(b.ops, op{kind: opPutSub, clientID: id, sub: s})
+}
+func (b *replBatch) DeleteSubscription(id, f string) {
+	b.inner.DeleteSubscription(id, f)
+	b.ops = append(b.ops, op{kind: opDeleteSub, clientID: id, filter: f})
+}
+func (b *replBatch) PutMessage(id string, seq uint64, m *store.MessageRecord) {
+	b.inner.PutMessage(id, seq, m)
+	b.ops = append(b.ops, op{kind: opPutMsg, clientID: id, seq: seq, msg: m})
+}
+func (b *replBatch) DeleteMessage(id string, seq uint64) {
+	b.inner.DeleteMessage(id, seq)
+	b.ops = append(b.ops, op{kind: opDeleteMsg, clientID: id, seq: seq})
+}
+func (b *replBatch) PutInbound(id string, pid uint16) {
+	b.inner.PutInbound(id, pid)
+	b.ops = append(b.ops, op{kind: opPutInbound, clientID: id, packetID: pid})
+}
+func (b *replBatch) DeleteInbound(id string, pid uint16) {
+	b.inner.DeleteInbound(id, pid)
+	b.ops = append(b.ops, op{kind: opDeleteInbound, clientID: id, packetID: pid})
+}
+func (b *replBatch) PutRetained(m *store.MessageRecord) { b.inner.PutRetained(m) }
+func (b *replBatch) DeleteRetained(t string)            { b.inner.DeleteRetained(t) }
+func (b *replBatch) Len() int                           { return b.inner.Len() }
+func (b *replBatch) Commit() error                      { return b.done(b.inner.Commit()) }
+func (b *replBatch) CommitNoSync() error                { return b.done(b.inner.CommitNoSync()) }
+
+func (b *replBatch) done(err error) error {
+	if err == nil {
+		b.r.ship(b.ops)
+	}
+	clear(b.ops)
+	b.ops = b.ops[:0]
+	return err
+}
+
+// nullStore is the store of a memory-only node that replicates: it keeps
+// nothing, but its batches carry the change stream.
+type nullStore struct{}
+
+func (nullStore) NewBatch() store.Batch                               { return &nullBatch{} }
+func (nullStore) LoadSessions(func(*store.LoadedSession) error) error { return nil }
+func (nullStore) LoadRetained(func(*store.MessageRecord) error) error { return nil }
+func (nullStore) Stats() store.Stats                                  { return store.Stats{} }
+func (nullStore) Writable() error                                     { return nil }
+func (nullStore) Close() error                                        { return nil }
+
+type nullBatch struct{ n int }
+
+func (b *nullBatch) PutSession(*store.SessionRecord)                   { b.n++ }
+func (b *nullBatch) DeleteSession(string)                              { b.n++ }
+func (b *nullBatch) PutSubscription(string, *store.SubscriptionRecord) { b.n++ }
+func (b *nullBatch) DeleteSubscription(string, string)                 { b.n++ }
+func (b *nullBatch) PutMessage(string, uint64, *store.MessageRecord)   { b.n++ }
+func (b *nullBatch) DeleteMessage(string, uint64)                      { b.n++ }
+func (b *nullBatch) PutInbound(string, uint16)                         { b.n++ }
+func (b *nullBatch) DeleteInbound(string, uint16)                      { b.n++ }
+func (b *nullBatch) PutRetained(*store.MessageRecord)                  { b.n++ }
+func (b *nullBatch) DeleteRetained(string)                             { b.n++ }
+func (b *nullBatch) Len() int                                          { return b.n }
+func (b *nullBatch) Commit() error                                     { b.n = 0; return nil }
+func (b *nullBatch) CommitNoSync() error                               { b.n = 0; return nil }
