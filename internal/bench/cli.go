@@ -35,6 +35,8 @@ Scenarios:
 
   compare  run the comparison against Mosquitto and mochi-mqtt
            (see scripts/bench-compare and isobar-bench compare --help)
+  cluster  the same scenarios on one node and on a 3-node Isobar cluster
+           (see scripts/bench-cluster and isobar-bench cluster --help)
 
 Counts cover the whole run, rates and latency the measurement window
 (after --warmup, for --duration). Exit status: 0 clean run, 1 faults seen
@@ -63,6 +65,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if args[0] == "compare" {
 		return compareMain(args[1:], stdout, stderr)
+	}
+	if args[0] == "cluster" {
+		return clusterMain(args[1:], stdout, stderr)
 	}
 	cfg, opts, err := ParseArgs(args, stderr)
 	if err != nil {
@@ -142,6 +147,12 @@ func ParseArgs(args []string, stderr io.Writer) (Config, *cliOpts, error) {
 	if opts.localAddrs != "" {
 		cfg.LocalAddrs = strings.Split(opts.localAddrs, ",")
 	}
+	if opts.pubAddrs != "" {
+		cfg.PubAddrs = strings.Split(opts.pubAddrs, ",")
+	}
+	if opts.subAddrs != "" {
+		cfg.SubAddrs = strings.Split(opts.subAddrs, ",")
+	}
 	return cfg, opts, nil
 }
 
@@ -149,6 +160,8 @@ type cliOpts struct {
 	cfg        Config
 	mqtt       string
 	localAddrs string
+	pubAddrs   string
+	subAddrs   string
 	json       bool
 	quiet      bool
 }
@@ -165,6 +178,8 @@ func newFlagSet(stderr io.Writer) (*flag.FlagSet, *cliOpts) {
 	fs.StringVar(&c.CAFile, "ca", "", "TLS: CA bundle to verify the broker `file`")
 	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow a broker (or source) address outside the loopback range")
 	fs.StringVar(&o.localAddrs, "local-addrs", "", "comma-separated source `IPs` used round robin, e.g. 127.0.0.2,127.0.0.3 (more ephemeral ports)")
+	fs.StringVar(&o.pubAddrs, "pub-addrs", "", "comma-separated broker `host:port` list for the publishers, round robin (default --addr), e.g. the nodes of a cluster")
+	fs.StringVar(&o.subAddrs, "sub-addrs", "", "comma-separated broker `host:port` list for the subscribers, round robin (default --addr)")
 	fs.StringVar(&o.mqtt, "mqtt", "3.1.1", "MQTT version: 3.1.1 or 5")
 	fs.IntVar(&c.QoS, "qos", 0, "QoS of publications and subscriptions (0, 1, 2)")
 	fs.BoolVar(&c.Retain, "retain", false, "publish with the retain flag")

@@ -32,6 +32,7 @@ type client struct {
 	idx     int // connection index, for %i in the client identifier
 	role    role
 	id      string
+	addr    string // broker host:port; "" = Config.Addr
 	version byte
 	nc      net.Conn
 	br      *bufio.Reader
@@ -107,7 +108,7 @@ var errRefused = errors.New("refused")
 // subscribe and wait for SUBACK. On success the reader goroutine runs.
 func (c *client) connect(ctx context.Context) error {
 	cfg := c.r.cfg
-	nc, err := c.r.dialer.dial(ctx, c.idx)
+	nc, err := c.r.dialer.dial(ctx, c.idx, c.addr)
 	if err != nil {
 		return err
 	}

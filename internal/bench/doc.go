@@ -18,4 +18,9 @@
 // publisher's index. Receivers use it for end-to-end latency (an HDR
 // histogram) and for exact accounting per subscriber: lost, duplicated and
 // out-of-order messages (see Tracker).
+//
+// Two drivers start brokers and run scenarios against them: compare
+// (Isobar against Mosquitto and mochi-mqtt, compare.go) and cluster (one
+// Isobar node against an Isobar cluster, publishers and subscribers on
+// different nodes through Config.PubAddrs and SubAddrs, cluster.go).
 package bench

@@ -45,6 +45,10 @@ type Config struct {
 	CAFile      string   // TLS: CA bundle to verify the broker
 	AllowRemote bool     // permit a broker address outside 127.0.0.0/8 and ::1
 	LocalAddrs  []string // source addresses used round robin (e.g. 127.0.0.2...)
+	// PubAddrs and SubAddrs, when set, replace Addr for publishers and
+	// subscribers: client i of the role connects to element i modulo the
+	// length (the nodes of a cluster, say: isobar-bench cluster).
+	PubAddrs, SubAddrs []string
 
 	MQTTVersion byte // packet.V311 or packet.V5 (V311)
 	QoS         int
@@ -223,9 +227,28 @@ func checkLoopback(ctx context.Context, cfg *Config) error {
 	if cfg.AllowRemote {
 		return nil
 	}
-	host, _, err := net.SplitHostPort(cfg.Addr)
+	for _, a := range append(append([]string{cfg.Addr}, cfg.PubAddrs...), cfg.SubAddrs...) {
+		if err := checkLoopbackAddr(ctx, a); err != nil {
+			return err
+		}
+	}
+	for _, s := range cfg.LocalAddrs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("source address %q: %w", s, err)
+		}
+		if !a.Unmap().IsLoopback() {
+			return fmt.Errorf("source address %s is not a loopback address; pass --allow-remote", s)
+		}
+	}
+	return nil
+}
+
+// checkLoopbackAddr refuses a broker address outside the loopback range.
+func checkLoopbackAddr(ctx context.Context, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("broker address %q: %w", cfg.Addr, err)
+		return fmt.Errorf("broker address %q: %w", addr, err)
 	}
 	var addrs []netip.Addr
 	if a, err := netip.ParseAddr(host); err == nil {
@@ -239,16 +262,7 @@ func checkLoopback(ctx context.Context, cfg *Config) error {
 	}
 	for _, a := range addrs {
 		if !a.Unmap().IsLoopback() {
-			return fmt.Errorf("broker address %s (%s) is not a loopback address; pass --allow-remote to load a remote broker", cfg.Addr, a)
-		}
-	}
-	for _, s := range cfg.LocalAddrs {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return fmt.Errorf("source address %q: %w", s, err)
-		}
-		if !a.Unmap().IsLoopback() {
-			return fmt.Errorf("source address %s is not a loopback address; pass --allow-remote", s)
+			return fmt.Errorf("broker address %s (%s) is not a loopback address; pass --allow-remote to load a remote broker", addr, a)
 		}
 	}
 	return nil
@@ -565,6 +579,9 @@ func (r *runner) plan() {
 	for i := range cfg.Subs {
 		c := add(roleSub)
 		c.shard = r.shards[i%nShards]
+		if len(cfg.SubAddrs) > 0 {
+			c.addr = cfg.SubAddrs[i%len(cfg.SubAddrs)]
+		}
 		switch cfg.Scenario {
 		case ScenarioP2P:
 			c.subTopic = expand(cfg.Topic, i)
@@ -590,6 +607,9 @@ func (r *runner) plan() {
 	for i := range cfg.Pubs {
 		c := add(rolePub)
 		c.pubIdx = uint32(i)
+		if len(cfg.PubAddrs) > 0 {
+			c.addr = cfg.PubAddrs[i%len(cfg.PubAddrs)]
+		}
 		c.topic = expand(cfg.Topic, i)
 		r.pubs = append(r.pubs, c)
 	}
@@ -601,9 +621,19 @@ func (r *runner) newResult() *Result {
 	if cfg.MQTTVersion == packet.V5 {
 		mqtt = "5.0"
 	}
+	broker := cfg.Addr
+	if len(cfg.PubAddrs) > 0 || len(cfg.SubAddrs) > 0 {
+		list := func(a []string) string {
+			if len(a) == 0 {
+				return cfg.Addr
+			}
+			return strings.Join(a, ",")
+		}
+		broker = "publishers " + list(cfg.PubAddrs) + ", subscribers " + list(cfg.SubAddrs)
+	}
 	res := &Result{
 		Scenario:    cfg.Scenario,
-		Broker:      cfg.Addr,
+		Broker:      broker,
 		Transport:   cfg.Transport,
 		MQTT:        mqtt,
 		QoS:         cfg.QoS,

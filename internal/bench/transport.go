@@ -78,16 +78,20 @@ func newDialer(cfg *Config) (*dialer, error) {
 	return d, nil
 }
 
-// dial opens connection number i and returns it ready for MQTT bytes, with
-// a reader that may already hold bytes received during a WebSocket upgrade.
-func (d *dialer) dial(ctx context.Context, i int) (net.Conn, error) {
+// dial opens connection number i to addr ("" = the dialer's address) and
+// returns it ready for MQTT bytes, with a reader that may already hold bytes
+// received during a WebSocket upgrade.
+func (d *dialer) dial(ctx context.Context, i int, addr string) (net.Conn, error) {
+	if addr == "" {
+		addr = d.addr
+	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	nd := net.Dialer{}
 	if len(d.local) > 0 {
 		nd.LocalAddr = d.local[i%len(d.local)]
 	}
-	c, err := nd.DialContext(ctx, "tcp", d.addr)
+	c, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +101,15 @@ func (d *dialer) dial(ctx context.Context, i int) (net.Conn, error) {
 	dl, _ := ctx.Deadline()
 	_ = c.SetDeadline(dl)
 	if d.tlsConfig != nil {
-		tc := tls.Client(c, d.tlsConfig)
+		conf := d.tlsConfig
+		if addr != d.addr {
+			// Verify another broker (--pub-addrs, --sub-addrs) by its own name.
+			if host, _, err := net.SplitHostPort(addr); err == nil && host != conf.ServerName {
+				conf = conf.Clone()
+				conf.ServerName = host
+			}
+		}
+		tc := tls.Client(c, conf)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = c.Close()
 			return nil, fmt.Errorf("tls handshake: %w", err)
@@ -114,7 +126,7 @@ func (d *dialer) dial(ctx context.Context, i int) (net.Conn, error) {
 		if d.tlsConfig != nil {
 			scheme = "wss"
 		}
-		u := &url.URL{Scheme: scheme, Host: d.addr, Path: d.wsPath}
+		u := &url.URL{Scheme: scheme, Host: addr, Path: d.wsPath}
 		wd := ws.Dialer{Protocols: []string{"mqtt"}}
 		br, hs, err := wd.Upgrade(c, u)
 		if err != nil {
