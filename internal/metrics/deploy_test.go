@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -14,11 +15,58 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/isobar-mq/isobar/internal/broker"
+	"github.com/isobar-mq/isobar/internal/cluster"
 	"github.com/isobar-mq/isobar/internal/metrics"
 	"github.com/isobar-mq/isobar/internal/testutil/peer"
 )
 
 const deployDir = "../../deploy"
+
+// recorder is a Registerer that notes the name of every metric registered
+// through it (vectors with no series yet included).
+type recorder struct {
+	prometheus.Registerer
+	t     *testing.T
+	names map[string]bool
+}
+
+func (r *recorder) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() { c.Describe(ch); close(ch) }()
+	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for d := range ch {
+		if m := fq.FindStringSubmatch(d.String()); m != nil {
+			r.names[m[1]] = true
+		}
+	}
+	return r.Registerer.Register(c)
+}
+
+func (r *recorder) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// clusterNames adds the metrics of a clustered node (its own registry).
+func clusterNames(t *testing.T, names map[string]bool) {
+	t.Helper()
+	rec := &recorder{Registerer: prometheus.NewRegistry(), t: t, names: names}
+	cn, err := cluster.New(cluster.Config{NodeName: "names", Bind: "127.0.0.1:0", Secret: []byte(strings.Repeat("k", 32)), Replicas: 1, Registerer: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts broker.Options
+	cn.BrokerOptions(&opts)
+	srv := broker.New(opts, nil, nil)
+	if err := cn.Start(srv); err != nil {
+		t.Fatal(err)
+	}
+	_ = cn.Close()
+	_ = srv.Shutdown(context.Background())
+}
 
 // exportedNames returns every metric name a node's registry can expose:
 // the isobar collector's (from Describe, so series that are only present
@@ -46,6 +94,7 @@ func exportedNames(t *testing.T) map[string]bool {
 			}
 		}
 	}
+	clusterNames(t, names)
 	mfs, err := metrics.NewRegistry(col).Gather()
 	if err != nil {
 		t.Fatal(err)
