@@ -369,6 +369,9 @@ var (
 // (nil if none), which the server then installs in place of any local one.
 type SessionDirectory interface {
 	Claim(ctx context.Context, req ClaimRequest) (*store.LoadedSession, error)
+	// Attached is called once the CONNECT whose Claim succeeded is
+	// attached to its session (or failed to), with the claim's stamp.
+	Attached(clientID string, stamp uint64)
 }
 
 // ReleaseOutcome says what ReleaseSession did.

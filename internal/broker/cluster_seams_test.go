@@ -159,10 +159,17 @@ func (r *clusterRetainRec) take() []clusterRetained {
 // clusterDir is a SessionDirectory recording every claim; it answers err,
 // or hands over ls (once).
 type clusterDir struct {
-	mu   sync.Mutex
-	reqs []ClaimRequest
-	err  error
-	ls   *store.LoadedSession
+	mu       sync.Mutex
+	reqs     []ClaimRequest
+	err      error
+	ls       *store.LoadedSession
+	attached []string
+}
+
+func (d *clusterDir) Attached(clientID string, _ uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.attached = append(d.attached, clientID)
 }
 
 func (d *clusterDir) Claim(ctx context.Context, req ClaimRequest) (*store.LoadedSession, error) {

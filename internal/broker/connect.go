@@ -296,7 +296,11 @@ func (c *client) handleConnect(h packet.FixedHeader, body []byte) error {
 		c.claimStamp = req.Stamp
 	}
 	c.connectedAt = time.Now() // before attach makes the client visible
-	if !c.srv.attach(c, cp.CleanStart, expiry, will, willDelay, &ack, c.tx) {
+	attached := c.srv.attach(c, cp.CleanStart, expiry, will, willDelay, &ack, c.tx)
+	if dir := o.Directory; dir != nil {
+		dir.Attached(id, c.claimStamp)
+	}
+	if !attached {
 		return c.refuse(c.version, packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "client identifier belongs to another user")
 	}
 	c.srv.log.Debug("client connected", "client", id, "remote", c.remote, "version", c.version, "clean", cp.CleanStart, "keepalive", c.keepAlive)

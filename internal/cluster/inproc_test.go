@@ -491,3 +491,73 @@ func contextWithTimeout(d time.Duration) context.Context {
 	_ = cancel // released when it expires
 	return ctx
 }
+
+// Concurrent connects of one client identifier on two nodes end with
+// exactly one winner.
+func TestClusterConcurrentConnectOneWinner(t *testing.T) {
+	concurrentConnects(t, startCluster(t, 3))
+}
+
+// The same when claims time out (a slow or overloaded node): both
+// connects go through, and the late claim settles it afterwards.
+func TestClusterConcurrentConnectClaimTimeout(t *testing.T) {
+	var nodes []*tnode
+	for i := range 3 {
+		var seeds []string
+		if i > 0 {
+			seeds = []string{nodes[0].cn.Addr()}
+		}
+		nodes = append(nodes, startNodeWith(t, fmt.Sprintf("n%d", i+1), seeds, func(c *cluster.Config) { c.ClaimTimeout = time.Microsecond }))
+	}
+	waitLinks(t, nodes, 3)
+	concurrentConnects(t, nodes)
+}
+
+func concurrentConnects(t *testing.T, nodes []*tnode) {
+	for round := range 5 {
+		id := fmt.Sprintf("twin-%d", round)
+		var wg sync.WaitGroup
+		clients := make([]mqtt.Client, 2)
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o := mqtt.NewClientOptions().AddBroker("tcp://" + nodes[i].mqtt).SetClientID(id).SetCleanSession(false).
+					SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
+				c := mqtt.NewClient(o)
+				if tok := c.Connect(); tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+					clients[i] = c
+				}
+			}()
+		}
+		wg.Wait()
+		// Whatever the interleaving, one connection remains.
+		checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			online := 0
+			for _, tn := range nodes {
+				for _, s := range tn.srv.Sessions() {
+					if s.ClientID == id && s.Online {
+						online++
+					}
+				}
+			}
+			held := 0
+			for _, tn := range nodes {
+				for _, sid := range tn.srv.SessionIDs() {
+					if sid == id {
+						held++
+					}
+				}
+			}
+			if online != 1 || held != 1 {
+				return fmt.Errorf("round %d: %d online, %d nodes hold the session", round, online, held)
+			}
+			return nil
+		})
+		for _, c := range clients {
+			if c != nil {
+				c.Disconnect(10)
+			}
+		}
+	}
+}

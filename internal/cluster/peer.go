@@ -176,6 +176,11 @@ func (p *peer) handleReply(l *Link, t FrameType, body []byte) {
 		if err := p.n.handleSessionMerge(body); err != nil {
 			l.Close(err)
 		}
+	case FrameSessionDigest:
+		// The answer to a late claim: the peer's claim is later.
+		if err := p.n.handleSessionDigest(l, append([]byte(nil), body...)); err != nil {
+			l.Close(err)
+		}
 	case FrameClaimReply, FrameHandoffReply:
 		id := d.U64()
 		kind := d.U8()

@@ -36,9 +36,16 @@ const (
 // learned the new routes).
 const sessionMoveGrace = 10 * time.Second
 
+// localClaim is a CONNECT of this node in progress: from its claim
+// until the broker attached the client (Attached), so that a later claim
+// from another node arriving meanwhile either makes it lose (before it
+// is decided) or waits for the attach and then takes the session over.
 type localClaim struct {
-	stamp uint64
-	node  string
+	stamp   uint64
+	node    string
+	lostTo  string        // a later claim from this node arrived first
+	decided bool          // Claim returned: the broker is attaching
+	done    chan struct{} // closed by Attached
 }
 
 type directory Node
@@ -46,16 +53,18 @@ type directory Node
 // Claim implements broker.SessionDirectory.
 func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*store.LoadedSession, error) {
 	n := (*Node)(dir)
-	lc := &localClaim{stamp: req.Stamp, node: req.Node}
+	lc := &localClaim{stamp: req.Stamp, node: req.Node, done: make(chan struct{})}
 	n.mu.Lock()
 	if prev := n.claims[req.ClientID]; prev == nil || claimLater(lc.stamp, lc.node, prev.stamp, prev.node) {
 		n.claims[req.ClientID] = lc
 	}
 	n.mu.Unlock()
+	ok := false
 	defer func() {
 		n.mu.Lock()
-		if n.claims[req.ClientID] == lc {
+		if !ok && n.claims[req.ClientID] == lc {
 			delete(n.claims, req.ClientID)
+			close(lc.done)
 		}
 		n.mu.Unlock()
 	}()
@@ -92,6 +101,7 @@ func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*stor
 	var got *store.LoadedSession
 	var lostTo string
 	foreign := false
+	answered := make(map[string]bool, len(asked))
 	for range asked {
 		var r reply
 		select {
@@ -99,8 +109,18 @@ func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*stor
 		case <-ctx.Done():
 			n.met.claims.WithLabelValues("timeout").Inc()
 			n.log.Warn("cluster: client identifier claim not answered by every node in time", "client", req.ClientID)
+			// Settled later: the silent nodes get this claim as a session
+			// digest once the connection is up (the older claim loses).
+			var late []*peer
+			for _, p := range asked {
+				if !answered[p.name] {
+					late = append(late, p)
+				}
+			}
+			n.settleLater(req, late)
 			goto decided
 		}
+		answered[r.from] = true
 		switch r.kind {
 		case claimMoved:
 			ls, err := store.DecodeSession(r.body)
@@ -120,6 +140,14 @@ func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*stor
 		}
 	}
 decided:
+	n.mu.Lock()
+	if lostTo == "" && lc.lostTo != "" {
+		lostTo = lc.lostTo // a later claim arrived while ours was out
+	}
+	if lostTo == "" && !foreign {
+		lc.decided, ok = true, true
+	}
+	n.mu.Unlock()
 	switch {
 	case foreign:
 		n.met.claims.WithLabelValues("foreign").Inc()
@@ -145,6 +173,50 @@ decided:
 		n.met.claims.WithLabelValues("none").Inc()
 	}
 	return got, nil
+}
+
+// Attached implements broker.SessionDirectory: the CONNECT whose claim
+// succeeded is attached (or failed); claims from other nodes for this
+// client identifier are answered from the session from now on.
+func (dir *directory) Attached(clientID string, stamp uint64) {
+	n := (*Node)(dir)
+	n.mu.Lock()
+	if lc := n.claims[clientID]; lc != nil && lc.stamp == stamp {
+		delete(n.claims, clientID)
+		close(lc.done)
+	}
+	n.mu.Unlock()
+}
+
+// settleLater sends a claim that some nodes did not answer in time to
+// them as a one-entry session digest, a moment after the CONNECT went
+// through: if one of them holds the same client identifier under a later
+// claim it answers with its own entry, and the older one gives way.
+func (n *Node) settleLater(req broker.ClaimRequest, peers []*peer) {
+	if len(peers) == 0 {
+		return
+	}
+	var e Enc
+	e.Uvarint(1)
+	e.String(req.ClientID)
+	e.U64(req.Stamp)
+	e.String(req.Node)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		t := time.NewTimer(500 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-n.quit:
+			return
+		}
+		for _, p := range peers {
+			if l := p.link(); l != nil {
+				l.Send(FrameSessionDigest, e.B, true)
+			}
+		}
+	}()
 }
 
 // newRequestN is newRequest with a reply channel large enough for every
@@ -220,9 +292,25 @@ func (n *Node) handleClaim(l *Link, body []byte) error {
 func (n *Node) release(req broker.ClaimRequest) (uint8, []byte) {
 	n.mu.Lock()
 	lc := n.claims[req.ClientID]
+	var wait chan struct{}
+	if lc != nil {
+		if claimLater(lc.stamp, lc.node, req.Stamp, req.Node) {
+			n.mu.Unlock()
+			return claimNewer, nil
+		}
+		if lc.decided {
+			wait = lc.done // our older CONNECT is attaching: take over after
+		} else {
+			lc.lostTo = req.Node // our older CONNECT in progress loses
+		}
+	}
 	n.mu.Unlock()
-	if lc != nil && claimLater(lc.stamp, lc.node, req.Stamp, req.Node) {
-		return claimNewer, nil
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-time.After(5 * time.Second):
+		case <-n.quit:
+		}
 	}
 	ls, out := n.srv.ReleaseSession(req)
 	if out == broker.ReleaseNone && n.repl != nil {
@@ -380,15 +468,29 @@ func (n *Node) handleSessionDigest(l *Link, body []byte) error {
 	for _, c := range n.srv.SessionClaims() {
 		mine[c.ClientID] = c
 	}
-	var lose []broker.SessionClaim
+	var lose, win []broker.SessionClaim
 	for _, c := range theirs {
 		m, ok := mine[c.ClientID]
-		if !ok || (m.Stamp == 0 && c.Stamp == 0) {
-			continue // restored on both sides: the next connect decides
+		if !ok || (m.Stamp == 0 && c.Stamp == 0) || (m.Stamp == c.Stamp && m.Node == c.Node) {
+			continue // restored on both sides (the next connect decides), or the same claim
 		}
 		if claimLater(c.Stamp, c.Node, m.Stamp, m.Node) {
 			lose = append(lose, c)
+		} else if len(theirs) == 1 {
+			// A single late claim (settleLater) older than ours: tell the
+			// sender, which then gives way.
+			win = append(win, m)
 		}
+	}
+	if len(win) > 0 {
+		var e Enc
+		e.Uvarint(uint64(len(win)))
+		for _, c := range win {
+			e.String(c.ClientID)
+			e.U64(c.Stamp)
+			e.String(c.Node)
+		}
+		l.Send(FrameSessionDigest, e.B, true)
 	}
 	if len(lose) == 0 {
 		return nil
