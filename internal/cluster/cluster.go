@@ -557,3 +557,26 @@ func (n *Node) waitCtx(parent context.Context, timeout time.Duration) (context.C
 	}()
 	return ctx, cancel
 }
+
+// ClusterRoutes lists the filters a node advertised to this one (this
+// node's own interest for its own name), sorted; ok is false for a node
+// it does not know.
+func (n *Node) ClusterRoutes(name string) ([]string, bool) {
+	if name == n.cfg.NodeName {
+		var out []string
+		n.srv.InterestSnapshot(func(f []string) { out = append(out, f...) })
+		return out, true
+	}
+	p := n.peer(name)
+	if p == nil {
+		return nil, false
+	}
+	p.mu.Lock()
+	out := make([]string, 0, len(p.routes))
+	for f := range p.routes {
+		out = append(out, f)
+	}
+	p.mu.Unlock()
+	slices.Sort(out)
+	return out, true
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -113,6 +114,55 @@ func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	s.cl.mu.Unlock()
 	writeJSON(w, http.StatusOK, v)
+}
+
+// RouteSource is what a cluster source may also offer: the filters a
+// node advertised (ok false for an unknown node), this node's own with
+// its name.
+type RouteSource interface {
+	ClusterRoutes(node string) (filters []string, ok bool)
+}
+
+// clusterRoutes answers GET /api/v1/cluster/routes?node=NAME (default:
+// this node) with the filters the node advertised, sorted, at most limit
+// (default 1000, max 100000).
+func (s *Server) clusterRoutes(w http.ResponseWriter, r *http.Request) {
+	src := s.clusterSource()
+	if src == nil {
+		notClustered(w)
+		return
+	}
+	rs, ok := src.(RouteSource)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "routes are not available from this node")
+		return
+	}
+	node := r.URL.Query().Get("node")
+	if node == "" {
+		node = src.ClusterStatus().Node
+	}
+	limit := 1000
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			writeError(w, http.StatusBadRequest, "limit: an integer from 1 to 100000")
+			return
+		}
+		limit = n
+	}
+	filters, found := rs.ClusterRoutes(node)
+	if !found {
+		writeError(w, http.StatusNotFound, "no such node")
+		return
+	}
+	total := len(filters)
+	if len(filters) > limit {
+		filters = filters[:limit]
+	}
+	if filters == nil {
+		filters = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"node": node, "total": total, "routes": filters})
 }
 
 func (s *Server) clusterDrain(w http.ResponseWriter, r *http.Request) {

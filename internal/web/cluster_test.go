@@ -335,3 +335,51 @@ func TestClusterDrainStoppedByClose(t *testing.T) {
 		t.Errorf("Drain's context ended with %v", fc.ctxErr)
 	}
 }
+
+// routeFake adds routes to the fake cluster.
+type routeFake struct{ *fakeCluster }
+
+func (r routeFake) ClusterRoutes(node string) ([]string, bool) {
+	switch node {
+	case "node-a":
+		return []string{"a/#", "b/+"}, true
+	case "node-b":
+		return []string{"$share/g/x", "c/1", "d/2"}, true
+	}
+	return nil, false
+}
+
+// TestClusterRoutesAPI: a node's advertised filters, this node's by
+// default; unknown node 404; limit bounded; a source without routes 501.
+func TestClusterRoutesAPI(t *testing.T) {
+	e := start(t, "")
+	e.n.HTTP.SetCluster(newFakeCluster())
+	if r := e.do(req{method: "GET", path: "/api/v1/cluster/routes", basic: true}); r.code != http.StatusNotImplemented {
+		t.Errorf("without routes: %d %s", r.code, r.body)
+	}
+	e.n.HTTP.SetCluster(routeFake{newFakeCluster()})
+	var b struct {
+		Node   string   `json:"node"`
+		Total  int      `json:"total"`
+		Routes []string `json:"routes"`
+	}
+	r := e.do(req{method: "GET", path: "/api/v1/cluster/routes", basic: true})
+	r.json(t, &b)
+	if r.code != 200 || b.Node != "node-a" || b.Total != 2 || len(b.Routes) != 2 {
+		t.Errorf("own routes: %d %s", r.code, r.body)
+	}
+	r = e.do(req{method: "GET", path: "/api/v1/cluster/routes?node=node-b&limit=2", basic: true})
+	r.json(t, &b)
+	if r.code != 200 || b.Total != 3 || len(b.Routes) != 2 || b.Routes[0] != "$share/g/x" {
+		t.Errorf("node-b limited: %d %s", r.code, r.body)
+	}
+	for _, q := range []string{"?node=nope", "?limit=0", "?limit=x", "?limit=100001"} {
+		r := e.do(req{method: "GET", path: "/api/v1/cluster/routes" + q, basic: true})
+		if r.code != http.StatusNotFound && r.code != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", q, r.code, r.body)
+		}
+	}
+	if r := e.do(req{method: "GET", path: "/api/v1/cluster/routes"}); r.code != http.StatusUnauthorized {
+		t.Errorf("unauthenticated: %d", r.code)
+	}
+}
