@@ -36,7 +36,14 @@ type Txn struct {
 	holdTimeout time.Duration
 	// err is the failure of the commit round whose actions are running.
 	err error
+	// round counts completed commits (see Round).
+	round uint64
 }
+
+// Round identifies the transaction's current commit round: it changes
+// every time a commit completes, so a subscriber can hold a round once for
+// many deliveries (one Hold per round, not per message).
+func (t *Txn) Round() uint64 { return t.round }
 
 // action runs after a commit: ok when it succeeded, fail (if set) when it
 // did not.
@@ -202,5 +209,6 @@ func (t *Txn) commit(s *Server) error {
 			t.actions = actions[:0]
 		}
 	}
+	t.round++
 	return firstErr
 }

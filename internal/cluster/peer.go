@@ -29,11 +29,12 @@ type peer struct {
 	since    time.Time
 	dead     bool
 	routes   map[string]struct{}
-	rhash    uint64             // digest of routes (sum of routeHash)
-	seq      uint64             // last sequence number given to a forwarded frame
-	inflight []*pending         // QoS 1/2 frames not yet acknowledged, by seq
-	inBytes  int                // bytes of inflight
-	digest   map[string]version // retained digest being received
+	rhash    uint64               // digest of routes (sum of routeHash)
+	seq      uint64               // last sequence number given to a forwarded frame
+	inflight []*pending           // QoS 1/2 frames not yet acknowledged, by seq
+	holds    map[holdKey]*pending // latest inflight frame of each publisher round
+	inBytes  int                  // bytes of inflight
+	digest   map[string]version   // retained digest being received
 
 	// inMu is held by the inbound link being processed (one at a time).
 	inMu sync.Mutex
@@ -48,12 +49,19 @@ type peer struct {
 type pending struct {
 	seq     uint64
 	body    []byte
-	release func(error)
+	release func(error) // on the latest frame of a publisher's round (see holds)
+	key     holdKey
 	shared  *broker.Delivery // a shared-group delivery, re-dispatched if the peer dies
 }
 
+// holdKey is one commit round of one publisher's transaction.
+type holdKey struct {
+	tx    *broker.Txn
+	round uint64
+}
+
 func newPeer(n *Node, m Member) *peer {
-	p := &peer{n: n, name: m.Name, start: m.Start, addr: m.Addr, routes: make(map[string]struct{})}
+	p := &peer{n: n, name: m.Name, start: m.Start, addr: m.Addr, routes: make(map[string]struct{}), holds: make(map[holdKey]*pending)}
 	p.proxy = &remoteSub{p: p}
 	return p
 }
@@ -202,6 +210,9 @@ func (p *peer) ack(seq uint64) {
 	copy(done, p.inflight[:i])
 	for _, e := range done {
 		p.inBytes -= len(e.body)
+		if e.key.tx != nil && p.holds[e.key] == e {
+			delete(p.holds, e.key)
+		}
 	}
 	p.inflight = append(p.inflight[:0], p.inflight[i:]...)
 	p.mu.Unlock()
@@ -249,7 +260,16 @@ func (p *peer) forward(d broker.Delivery, tx *broker.Txn) {
 		e.shared = &dc
 	}
 	if tx != nil {
-		e.release = tx.Hold()
+		// One hold per publisher round and peer: it moves to the round's
+		// latest frame, released once the peer acknowledged up to it.
+		k := holdKey{tx, tx.Round()}
+		if last := p.holds[k]; last != nil {
+			e.release, last.release = last.release, nil
+		} else {
+			e.release = tx.Hold()
+		}
+		e.key = k
+		p.holds[k] = e
 	}
 	p.inflight = append(p.inflight, e)
 	p.inBytes += len(body)
@@ -268,6 +288,7 @@ func (p *peer) gone() {
 	p.dead = true
 	inflight := p.inflight
 	p.inflight, p.inBytes = nil, 0
+	clear(p.holds)
 	routes := p.routes
 	p.routes = make(map[string]struct{})
 	p.rhash = 0
