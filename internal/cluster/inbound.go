@@ -332,14 +332,7 @@ func (in *inbound) process(l *Link, p *peer, f inFrame) error {
 func routeHash(f string) uint64 {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(f))
-	x := h.Sum64()
-	// splitmix64 finalizer: spreads fnv's output over all bits.
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
+	return mix64(h.Sum64())
 }
 
 func validRoute(f string) bool {

@@ -111,7 +111,9 @@ func rank(clientID string, nodes []string) []string {
 		_, _ = h.Write([]byte(nm))
 		_, _ = h.Write([]byte{0})
 		_, _ = h.Write([]byte(clientID))
-		hs = append(hs, hn{h.Sum64(), nm})
+		// FNV alone ranks nodes alike for ids that differ in their last
+		// characters (dev-001, dev-002...): mixed, they spread.
+		hs = append(hs, hn{mix64(h.Sum64()), nm})
 	}
 	slices.SortFunc(hs, func(a, b hn) int {
 		switch {
@@ -127,6 +129,17 @@ func rank(clientID string, nodes []string) []string {
 		out[i] = x.name
 	}
 	return out
+}
+
+// mix64 is the splitmix64 finalizer: every input bit affects every
+// output bit.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }
 
 // targets are the replica nodes of a session owned here.

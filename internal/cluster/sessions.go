@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"sync"
 	"time"
 
@@ -603,21 +602,18 @@ func (n *Node) Drain(ctx context.Context) error {
 // to: highest hash of (node, client id), so placement moves minimally when
 // nodes come and go.
 func (n *Node) rendezvous(clientID string) *peer {
-	var best *peer
-	var bestH uint64
+	byName := make(map[string]*peer)
+	var names []string
 	for _, p := range n.livePeers() {
-		if p.link() == nil {
-			continue
-		}
-		h := fnv.New64a()
-		_, _ = h.Write([]byte(p.name))
-		_, _ = h.Write([]byte{0})
-		_, _ = h.Write([]byte(clientID))
-		if v := h.Sum64(); best == nil || v > bestH {
-			best, bestH = p, v
+		if p.link() != nil {
+			byName[p.name] = p
+			names = append(names, p.name)
 		}
 	}
-	return best
+	if r := rank(clientID, names); len(r) > 0 {
+		return byName[r[0]]
+	}
+	return nil
 }
 
 // handoffTo sends a session to a peer and waits for its answer; on
