@@ -35,6 +35,41 @@ const (
 	topoCluster = "cluster"
 )
 
+// clusterVariant is one broker configuration of a comparison: a single node
+// or a cluster, with its store and replication settings. Its Name keys the
+// runs and figures.
+type clusterVariant struct {
+	Name  string `json:"name"`
+	Label string `json:"label"` // column header
+	Short string `json:"short"` // in ratio headers
+	Nodes int    `json:"nodes"` // 1: a single node, no cluster section
+	Store string `json:"store"` // memory or pebble (sync: always)
+	// Replicas is cluster.replicas (nil: not set, the default 1).
+	Replicas *int `json:"replicas,omitempty"`
+	// Ack is cluster.ack ("": not set, the default replicated).
+	Ack string `json:"ack,omitempty"`
+}
+
+// defaultVariants are the two topologies of the default comparison: one
+// node and a cluster of --nodes, every node on --store.
+func defaultVariants(o clusterOpts) []clusterVariant {
+	return []clusterVariant{
+		{Name: topoSingle, Label: "single node", Short: "single", Nodes: 1, Store: o.store},
+		{Name: topoCluster, Label: fmt.Sprintf("%d-node cluster", o.nodes), Short: "cluster", Nodes: o.nodes, Store: o.store},
+	}
+}
+
+// clusterSet is what one run of isobar-bench cluster compares: scenarios
+// on variants, the ratio columns (numerator, denominator variant names) and
+// the goals checked under the table.
+type clusterSet struct {
+	name      string
+	scenarios []clusterScenario
+	variants  []clusterVariant
+	ratios    [][2]string
+	goals     []clusterGoal
+}
+
 // clusterScenario is one row group of the cluster comparison.
 type clusterScenario struct {
 	Name  string
@@ -135,13 +170,18 @@ func clusterScenarios() []clusterScenario {
 }
 
 // clusterGoal is a target of the clustering issue for one figure's ratio
-// cluster/single.
+// Num/Den (variant names; empty: cluster/single).
 type clusterGoal struct {
 	Scenario string  `json:"scenario"`
 	Metric   string  `json:"metric"`
 	AtLeast  bool    `json:"at_least"` // ratio >= Ratio (else <=)
 	Ratio    float64 `json:"ratio"`
+	Num      string  `json:"num,omitempty"`
+	Den      string  `json:"den,omitempty"`
 }
+
+// ratioKey names the ratio num/den in ClusterMetric.Ratios.
+func ratioKey(num, den string) string { return num + "/" + den }
 
 // clusterGoals: cross-node throughput at least half a single node's, p99 at
 // a fixed rate at most twice.
@@ -152,15 +192,22 @@ var clusterGoals = []clusterGoal{
 
 // ClusterReport is the JSON document the cluster comparison writes.
 type ClusterReport struct {
-	Date      string            `json:"date"`
-	Machine   map[string]string `json:"machine"`
-	Nodes     int               `json:"nodes"`
-	Store     string            `json:"store"`
-	Limits    CompareLimits     `json:"limits"`
-	Quick     bool              `json:"quick"`
-	Repeat    int               `json:"repeat"`
-	Scenarios []ClusterOutcome  `json:"scenarios"`
-	Goals     []ClusterGoalRes  `json:"goals"`
+	Date    string            `json:"date"`
+	Machine map[string]string `json:"machine"`
+	// Set is the scenario set: "" for the default one, "repl" for
+	// replicated durable sessions (cluster_repl.go).
+	Set      string           `json:"set,omitempty"`
+	Variants []clusterVariant `json:"variants"`
+	// Ratios are the ratio columns, numerator and denominator variant
+	// names.
+	Ratios    [][2]string      `json:"ratios"`
+	Nodes     int              `json:"nodes"`
+	Store     string           `json:"store"`
+	Limits    CompareLimits    `json:"limits"`
+	Quick     bool             `json:"quick"`
+	Repeat    int              `json:"repeat"`
+	Scenarios []ClusterOutcome `json:"scenarios"`
+	Goals     []ClusterGoalRes `json:"goals"`
 	// Starts are the topology starts, in order (formation times, errors).
 	Starts []ClusterStart `json:"starts"`
 }
@@ -214,6 +261,9 @@ type ClusterMetric struct {
 	metricDef
 	Values map[string]float64 `json:"values"`
 	Ratio  float64            `json:"ratio"` // cluster / single, 0 when either is missing or 0
+	// Ratios are the set's ratio columns by ratioKey (0 or absent when
+	// either figure is missing or 0).
+	Ratios map[string]float64 `json:"ratios,omitempty"`
 }
 
 type clusterOpts struct {
@@ -250,8 +300,8 @@ func clusterMain(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.quick, "quick", false, "short runs with small counts (smoke test)")
 	fs.IntVar(&o.repeat, "repeat", 3, "runs per scenario and topology; the median of each figure is reported")
 	fs.StringVar(&o.out, "out", "", "directory for results.json, results.md, node configurations and logs (default: a temporary one, removed)")
-	fs.StringVar(&o.store, "store", "memory", "store of every node: memory or pebble (sync: always, on an empty data directory)")
-	fs.StringVar(&o.only, "scenarios", "", "comma-separated scenario names (default all: p2p-qos1, p2p-qos1-local, fanout100-qos1, fanout100-qos0, latency-5k)")
+	fs.StringVar(&o.store, "store", "memory", "store of every node: memory or pebble (sync: always, on an empty data directory); the repl set sets its own")
+	fs.StringVar(&o.only, "scenarios", "", "comma-separated scenario names (default all: p2p-qos1, p2p-qos1-local, fanout100-qos1, fanout100-qos0, latency-5k), or \"repl\" for replicated durable sessions (p2p-qos1-persistent, latency-5k-persistent on five configurations)")
 	fs.DurationVar(&o.formTimeout, "form-timeout", 30*time.Second, "how long to wait for the cluster to form")
 	fs.IntVar(&o.limits.Inflight, "max-inflight", o.limits.Inflight, "broker in-flight window per subscriber")
 	fs.IntVar(&o.limits.Queued, "max-queued", o.limits.Queued, "broker queue per subscriber beyond the window")
@@ -334,17 +384,52 @@ func findIsobar() string {
 	return ""
 }
 
-func runClusterCompare(ctx context.Context, o clusterOpts, progress io.Writer) (*ClusterReport, error) {
-	raiseFileLimit()
-	var scenarios []clusterScenario
-	for _, sc := range clusterScenarios() {
-		if o.only == "" || slices.Contains(strings.Split(o.only, ","), sc.Name) {
-			scenarios = append(scenarios, sc)
+// selectClusterSet picks the scenario set and the scenarios --scenarios
+// names: the default set, or the replicated-sessions one ("repl", or only
+// its scenarios' names); the two do not mix, their configurations differ.
+func selectClusterSet(o clusterOpts) (clusterSet, error) {
+	set := clusterSet{scenarios: clusterScenarios(), variants: defaultVariants(o),
+		ratios: [][2]string{{topoCluster, topoSingle}}, goals: clusterGoals}
+	names := strings.Split(o.only, ",")
+	if o.only == "" {
+		return set, nil
+	}
+	repl := replSet(o)
+	isRepl := func(n string) bool {
+		return n == replScenarioGroup || slices.ContainsFunc(repl.scenarios, func(sc clusterScenario) bool { return sc.Name == n })
+	}
+	nRepl := 0
+	for _, n := range names {
+		if isRepl(n) {
+			nRepl++
 		}
 	}
-	if len(scenarios) == 0 {
-		return nil, fmt.Errorf("no scenario matches %q", o.only)
+	switch {
+	case nRepl == len(names):
+		set = repl
+	case nRepl > 0:
+		return set, fmt.Errorf("--scenarios %q: the %s scenarios run on their own configurations and cannot be mixed with the others", o.only, replScenarioGroup)
 	}
+	var scs []clusterScenario
+	for _, sc := range set.scenarios {
+		if slices.Contains(names, sc.Name) || (set.name != "" && slices.Contains(names, set.name)) {
+			scs = append(scs, sc)
+		}
+	}
+	if len(scs) == 0 {
+		return set, fmt.Errorf("no scenario matches %q", o.only)
+	}
+	set.scenarios = scs
+	return set, nil
+}
+
+func runClusterCompare(ctx context.Context, o clusterOpts, progress io.Writer) (*ClusterReport, error) {
+	raiseFileLimit()
+	set, err := selectClusterSet(o)
+	if err != nil {
+		return nil, err
+	}
+	scenarios := set.scenarios
 	dir := o.out
 	if dir == "" {
 		d, err := os.MkdirTemp("", "isobar-bench-cluster-")
@@ -362,32 +447,35 @@ func runClusterCompare(ctx context.Context, o clusterOpts, progress io.Writer) (
 		return nil, fmt.Errorf("isobar keygen: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	rep := &ClusterReport{
-		Date:    time.Now().UTC().Format(time.RFC3339),
-		Machine: machineInfo(o.machine),
-		Nodes:   o.nodes,
-		Store:   o.store,
-		Limits:  o.limits,
-		Quick:   o.quick,
-		Repeat:  o.repeat,
+		Date:     time.Now().UTC().Format(time.RFC3339),
+		Machine:  machineInfo(o.machine),
+		Set:      set.name,
+		Variants: set.variants,
+		Ratios:   set.ratios,
+		Nodes:    o.nodes,
+		Store:    o.store,
+		Limits:   o.limits,
+		Quick:    o.quick,
+		Repeat:   o.repeat,
+	}
+	if set.name != "" {
+		rep.Store = "per configuration"
 	}
 	outs := make([]ClusterOutcome, len(scenarios))
 	for i, sc := range scenarios {
 		outs[i] = ClusterOutcome{Name: sc.Name, Label: sc.Label, Placement: sc.Placement,
 			Runs: map[string][]*ClusterRun{}, Errors: map[string][]string{}}
 	}
-	topos := []string{topoSingle, topoCluster}
+	topos := set.variants
 	total, n := o.repeat*len(topos)*len(scenarios), 0
 	for rep0 := range o.repeat {
-		// Alternate which topology runs first.
+		// Rotate which topology runs first.
 		for k := range topos {
-			topo := topos[(k+rep0)%len(topos)]
-			count := 1
-			if topo == topoCluster {
-				count = o.nodes
-			}
+			v := topos[(k+rep0)%len(topos)]
+			topo, count := v.Name, v.Nodes
 			t0 := time.Now()
 			fmt.Fprintf(progress, "cluster: starting %s (%d node(s)), repeat %d\n", topo, count, rep0+1)
-			tp, err := startTopology(ctx, o, dir, secret, fmt.Sprintf("%s-r%d", topo, rep0+1), count)
+			tp, err := startTopology(ctx, o, v, dir, secret, fmt.Sprintf("%s-r%d", topo, rep0+1))
 			st := ClusterStart{Topology: topo, Repeat: rep0 + 1, FormedS: round3(time.Since(t0).Seconds())}
 			if err != nil {
 				st.Error = err.Error()
@@ -412,7 +500,7 @@ func runClusterCompare(ctx context.Context, o clusterOpts, progress io.Writer) (
 				}
 				cfg := sc.config(o.quick)
 				cfg.Inflight = o.limits.ReceiveMax
-				run, err := tp.run(ctx, sc, cfg)
+				run, err := tp.run(ctx, sc, v, cfg)
 				if err != nil {
 					outs[i].Errors[topo] = append(outs[i].Errors[topo], fmt.Sprintf("repeat %d: %v", rep0+1, err))
 					fmt.Fprintf(progress, "[%d/%d] %-15s %-8s error: %v\n", n, total, sc.Name, topo, err)
@@ -439,10 +527,10 @@ func runClusterCompare(ctx context.Context, o clusterOpts, progress io.Writer) (
 		if len(outs[i].Errors) == 0 {
 			outs[i].Errors = nil
 		}
-		outs[i].Metrics = summarizeCluster(sc.metrics, outs[i].Runs)
+		outs[i].Metrics = summarizeCluster(sc.metrics, outs[i].Runs, set.ratios)
 	}
 	rep.Scenarios = outs
-	rep.Goals = evalGoals(rep)
+	rep.Goals = evalGoals(rep, set.goals)
 	return rep, nil
 }
 
@@ -468,7 +556,7 @@ func clusterFaults(r *Result) string {
 
 // summarizeCluster takes the median of every figure per topology and the
 // ratio cluster/single.
-func summarizeCluster(defs []metricDef, runs map[string][]*ClusterRun) []ClusterMetric {
+func summarizeCluster(defs []metricDef, runs map[string][]*ClusterRun, ratios [][2]string) []ClusterMetric {
 	var out []ClusterMetric
 	for _, d := range defs {
 		m := ClusterMetric{metricDef: d, Values: map[string]float64{}}
@@ -488,28 +576,44 @@ func summarizeCluster(defs []metricDef, runs map[string][]*ClusterRun) []Cluster
 		if s, c := m.Values[topoSingle], m.Values[topoCluster]; s != 0 && c != 0 {
 			m.Ratio = c / s
 		}
+		for _, r := range ratios {
+			if a, b := m.Values[r[0]], m.Values[r[1]]; a != 0 && b != 0 {
+				if m.Ratios == nil {
+					m.Ratios = map[string]float64{}
+				}
+				m.Ratios[ratioKey(r[0], r[1])] = a / b
+			}
+		}
 		out = append(out, m)
 	}
 	return out
 }
 
-func evalGoals(rep *ClusterReport) []ClusterGoalRes {
+func evalGoals(rep *ClusterReport, goals []clusterGoal) []ClusterGoalRes {
 	var out []ClusterGoalRes
-	for _, g := range clusterGoals {
+	for _, g := range goals {
 		r := ClusterGoalRes{clusterGoal: g}
+		num, den := g.Num, g.Den
+		if num == "" {
+			num, den = topoCluster, topoSingle
+		}
+		of := "single"
+		if g.Num != "" {
+			of = variantShort(rep.Variants, g.Den) + " (" + variantShort(rep.Variants, g.Num) + ")"
+		}
 		if g.AtLeast {
-			r.Want = fmt.Sprintf("≥ %.2g× single", g.Ratio)
+			r.Want = fmt.Sprintf("≥ %.2g× %s", g.Ratio, of)
 		} else {
-			r.Want = fmt.Sprintf("≤ %.2g× single", g.Ratio)
+			r.Want = fmt.Sprintf("≤ %.2g× %s", g.Ratio, of)
 		}
 		for _, sc := range rep.Scenarios {
 			if sc.Name != g.Scenario {
 				continue
 			}
 			for _, m := range sc.Metrics {
-				if m.Name == g.Metric && m.Ratio > 0 {
-					r.Measured = m.Ratio
-					r.Met = (g.AtLeast && m.Ratio >= g.Ratio) || (!g.AtLeast && m.Ratio <= g.Ratio)
+				if ratio := m.Ratios[ratioKey(num, den)]; m.Name == g.Metric && ratio > 0 {
+					r.Measured = ratio
+					r.Met = (g.AtLeast && ratio >= g.Ratio) || (!g.AtLeast && ratio <= g.Ratio)
 				}
 			}
 		}
@@ -518,6 +622,17 @@ func evalGoals(rep *ClusterReport) []ClusterGoalRes {
 		}
 	}
 	return out
+}
+
+// variantShort is the short name of the variant called name (name itself
+// when there is none).
+func variantShort(vs []clusterVariant, name string) string {
+	for _, v := range vs {
+		if v.Name == name && v.Short != "" {
+			return v.Short
+		}
+	}
+	return name
 }
 
 // topology is a running single node or cluster.
@@ -580,15 +695,16 @@ func (t *topology) stop() {
 	wg.Wait()
 }
 
-// nodeConfig is the configuration of node i (0-based) of a topology of
-// count nodes: the limits of the comparison (see compare.go), HTTP on its own
-// loopback port for the cluster metrics, and with count > 1 a cluster
-// section naming every node as a seed.
-func nodeConfig(o clusterOpts, dir, secret string, i, count int, mqtt, http string, binds []string) string {
+// nodeConfig is the configuration of node i (0-based) of variant v: the
+// limits of the comparison (see compare.go), HTTP on its own loopback port
+// for the cluster metrics, v's store, and with more than one node a cluster
+// section naming every node as a seed (with v's replicas and ack when set).
+func nodeConfig(o clusterOpts, v clusterVariant, dir, secret string, i int, mqtt, http string, binds []string) string {
+	count := v.Nodes
 	data := filepath.Join(dir, fmt.Sprintf("n%d-data", i+1))
 	store := fmt.Sprintf("{mode: memory, data_dir: %q}", data)
-	if o.store == "pebble" {
-		store = fmt.Sprintf("{mode: pebble, data_dir: %q}", data)
+	if v.Store == "pebble" {
+		store = fmt.Sprintf("{mode: pebble, sync: always, data_dir: %q}", data)
 	}
 	conf := fmt.Sprintf(`# generated by isobar-bench cluster
 node_name: n%d
@@ -614,14 +730,21 @@ mqtt:
   secret_file: %q
   drain_timeout: 3s
 `, binds[i], strings.Join(seeds, ", "), secret)
+		if v.Replicas != nil {
+			conf += fmt.Sprintf("  replicas: %d\n", *v.Replicas)
+		}
+		if v.Ack != "" {
+			conf += fmt.Sprintf("  ack: %s\n", v.Ack)
+		}
 	}
 	return conf
 }
 
-// startTopology starts count isobar processes (count 1: a single node, no
+// startTopology starts v.Nodes isobar processes (1: a single node, no
 // cluster section) and waits until they listen and, for a cluster, until
 // every node sees every other alive with its outbound link up.
-func startTopology(ctx context.Context, o clusterOpts, dir, secret, name string, count int) (*topology, error) {
+func startTopology(ctx context.Context, o clusterOpts, v clusterVariant, dir, secret, name string) (*topology, error) {
+	count := v.Nodes
 	ports, err := freePorts(3 * count)
 	if err != nil {
 		return nil, err
@@ -644,7 +767,7 @@ func startTopology(ctx context.Context, o clusterOpts, dir, secret, name string,
 			t.stop()
 			return nil, err
 		}
-		conf := nodeConfig(o, dir, secret, i, count, n.mqtt, n.http, binds)
+		conf := nodeConfig(o, v, dir, secret, i, n.mqtt, n.http, binds)
 		path := filepath.Join(dir, fmt.Sprintf("%s-n%d.yaml", name, i+1))
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			t.stop()
@@ -780,6 +903,7 @@ var clusterCounters = []string{
 	"isobar_cluster_forwarded_total", "isobar_cluster_received_total",
 	"isobar_cluster_forward_dropped_total", "isobar_cluster_link_dropped_total",
 	"isobar_cluster_link_reconnects_total", "isobar_messages_dropped_total",
+	"isobar_cluster_replica_sessions", "isobar_cluster_replication_ops_total",
 }
 
 // wantRoutes is, per node address other than the publishers', the number of
@@ -860,7 +984,7 @@ func (t *topology) waitRoutes(ctx context.Context, cfg Config, timeout time.Dura
 // run runs one scenario on the topology: clients placed by sc.place, the
 // publishing held until the publishers' node knows the subscribers' routes,
 // and the CPU of every node sampled over the measurement window.
-func (t *topology) run(ctx context.Context, sc clusterScenario, cfg Config) (*ClusterRun, error) {
+func (t *topology) run(ctx context.Context, sc clusterScenario, v clusterVariant, cfg Config) (*ClusterRun, error) {
 	var addrs []string
 	for _, n := range t.nodes {
 		if err := n.alive(); err != nil {
@@ -884,9 +1008,19 @@ func (t *topology) run(ctx context.Context, sc clusterScenario, cfg Config) (*Cl
 			}
 		}
 	}
+	// Persistent sessions outlive their scenario (and keep their routes
+	// and replicas): the wait compares with the counts before this one.
+	var base replCounts
+	if len(t.nodes) > 1 && cfg.PersistentSubs {
+		base = t.replCounts(ctx, cfg)
+	}
 	var timers []*time.Timer
 	cfg.OnStart = func() {
-		if len(t.nodes) > 1 {
+		switch {
+		case len(t.nodes) > 1 && cfg.PersistentSubs:
+			d, note := t.waitSessions(ctx, cfg, v, base, 10*time.Second)
+			out.RoutesS, out.RoutesNote = round3(d.Seconds()), note
+		case len(t.nodes) > 1:
 			d, note := t.waitRoutes(ctx, cfg, 10*time.Second)
 			out.RoutesS, out.RoutesNote = round3(d.Seconds()), note
 		}
@@ -949,8 +1083,41 @@ func (t *topology) run(ctx context.Context, sc clusterScenario, cfg Config) (*Cl
 
 // Tables.
 
+// reportVariants are the report's variants and ratio columns (a report
+// without them is the default comparison's).
+func reportVariants(rep *ClusterReport) ([]clusterVariant, [][2]string) {
+	if len(rep.Variants) > 0 {
+		return rep.Variants, rep.Ratios
+	}
+	return defaultVariants(clusterOpts{nodes: rep.Nodes, store: rep.Store}), [][2]string{{topoCluster, topoSingle}}
+}
+
+// fmtClusterRatio is a ratio cell: "–" when not measured, else the ratio and
+// whether it is better or worse.
+func fmtClusterRatio(r float64, higherBetter bool) string {
+	if r <= 0 {
+		return "–"
+	}
+	mark := "worse"
+	if (r > 1) == higherBetter {
+		mark = "better"
+	}
+	s := fmt.Sprintf("%.2f", r)
+	if s != "1.00" {
+		s += " (" + mark + ")"
+	}
+	return s
+}
+
 func clusterRows(rep *ClusterReport) (header []string, rows [][]string) {
-	header = []string{"scenario", "figure", "single node", fmt.Sprintf("%d-node cluster", rep.Nodes), "cluster/single"}
+	variants, ratios := reportVariants(rep)
+	header = []string{"scenario", "figure"}
+	for _, v := range variants {
+		header = append(header, v.Label)
+	}
+	for _, r := range ratios {
+		header = append(header, variantShort(variants, r[0])+"/"+variantShort(variants, r[1]))
+	}
 	for _, sc := range rep.Scenarios {
 		for i, m := range sc.Metrics {
 			label := ""
@@ -962,26 +1129,22 @@ func clusterRows(rep *ClusterReport) (header []string, rows [][]string) {
 				dir = "↑"
 			}
 			row := []string{label, fmt.Sprintf("%s (%s) %s", m.Name, m.Unit, dir)}
-			for _, topo := range []string{topoSingle, topoCluster} {
-				v, ok := m.Values[topo]
+			for _, vr := range variants {
+				v, ok := m.Values[vr.Name]
 				cell := fmtValue(v, ok)
-				if len(sc.Errors[topo]) > 0 && i == 0 {
+				if len(sc.Errors[vr.Name]) > 0 && i == 0 {
 					cell += " !"
 				}
 				row = append(row, cell)
 			}
-			ratio := "–"
-			if m.Ratio > 0 {
-				mark := "worse"
-				if (m.Ratio > 1) == m.HigherBetter {
-					mark = "better"
+			for _, r := range ratios {
+				ratio := m.Ratios[ratioKey(r[0], r[1])]
+				if m.Ratios == nil && r == [2]string{topoCluster, topoSingle} {
+					ratio = m.Ratio
 				}
-				ratio = fmt.Sprintf("%.2f", m.Ratio)
-				if ratio != "1.00" {
-					ratio += " (" + mark + ")"
-				}
+				row = append(row, fmtClusterRatio(ratio, m.HigherBetter))
 			}
-			rows = append(rows, append(row, ratio))
+			rows = append(rows, row)
 		}
 	}
 	return header, rows
@@ -1009,9 +1172,15 @@ func writeClusterMarkdown(w io.Writer, rep *ClusterReport) {
 }
 
 func writeClusterNotes(w io.Writer, rep *ClusterReport) {
+	variants, _ := reportVariants(rep)
 	fmt.Fprintf(w, "\nmedian of %d run(s) per topology; store %s; broker CPU = all nodes together; ↑ higher is better, ↓ lower is better; ! = faults, listed below\n", rep.Repeat, rep.Store)
 	if rep.Quick {
 		fmt.Fprintln(w, "--quick: counts, rates and durations scaled down; the labels give the full run's")
+	}
+	if rep.Set != "" {
+		for _, v := range variants {
+			fmt.Fprintf(w, "%s: %s\n", v.Short, describeVariant(v))
+		}
 	}
 	for _, sc := range rep.Scenarios {
 		fmt.Fprintf(w, "%s on the cluster: %s\n", sc.Name, sc.Placement)
@@ -1032,7 +1201,8 @@ func writeClusterNotes(w io.Writer, rep *ClusterReport) {
 		}
 	}
 	for _, sc := range rep.Scenarios {
-		for _, topo := range []string{topoSingle, topoCluster} {
+		for _, vr := range variants {
+			topo := vr.Name
 			for _, e := range sc.Errors[topo] {
 				fmt.Fprintf(w, "! %s, %s: %s\n", sc.Name, topo, e)
 			}

@@ -215,7 +215,7 @@ func TestSummarizeCluster(t *testing.T) {
 		topoSingle:  {r(100, 10), r(300, 30), r(200, 20)},
 		topoCluster: {r(60, 50), r(40, 40), r(50, 60)},
 	}
-	ms := summarizeCluster([]metricDef{mRecvRate, mP99, mLost}, runs)
+	ms := summarizeCluster([]metricDef{mRecvRate, mP99, mLost}, runs, [][2]string{{topoCluster, topoSingle}})
 	if ms[0].Values[topoSingle] != 200 || ms[0].Values[topoCluster] != 50 || ms[0].Ratio != 0.25 {
 		t.Errorf("received %+v", ms[0])
 	}
@@ -229,7 +229,7 @@ func TestSummarizeCluster(t *testing.T) {
 		{Name: "p2p-qos1", Metrics: ms},
 		{Name: "latency-5k", Metrics: ms},
 	}}
-	g := evalGoals(rep)
+	g := evalGoals(rep, clusterGoals)
 	if len(g) != 2 || g[0].Met || g[0].Measured != 0.25 || g[1].Met || g[1].Measured != 2.5 {
 		t.Errorf("goals %+v", g)
 	}
@@ -241,7 +241,7 @@ func TestSummarizeCluster(t *testing.T) {
 	even := summarizeCluster([]metricDef{mSendRate}, map[string][]*ClusterRun{
 		topoSingle:  {{Result: &Result{SendRate: 5000}}},
 		topoCluster: {{Result: &Result{SendRate: 4999.9}}},
-	})
+	}, nil)
 	if _, rows := clusterRows(&ClusterReport{Nodes: 3, Scenarios: []ClusterOutcome{{Name: "x", Metrics: even}}}); rows[0][4] != "1.00" {
 		t.Errorf("ratio %q, want 1.00", rows[0][4])
 	}
