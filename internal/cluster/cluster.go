@@ -445,6 +445,8 @@ func (n *Node) Status() Status {
 		st.Replicas = r.k
 		st.ReplicaCopies, st.Replicated = r.counts()
 		st.UnderReplicated = int(r.underRepl.Load())
+		st.ReplicaMessages = r.heldMessages()
+		st.ReplicationLag = time.Duration(r.lagNs.Load())
 	}
 	if ml == nil {
 		return st

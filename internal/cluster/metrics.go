@@ -16,6 +16,7 @@ type metrics struct {
 	localRoutes, tombstones                        *prometheus.Desc
 	replicaCopies, replicated, underReplicated     *prometheus.Desc
 	promoted, replOps                              *prometheus.Desc
+	replLag, replMsgs                              *prometheus.Desc
 }
 
 func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
@@ -43,6 +44,9 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			"Persistent sessions owned here with fewer replicas than cluster.replicas (too few other nodes up).", nil, nil),
 		promoted: prometheus.NewDesc("isobar_cluster_sessions_promoted_total", "Session copies taken over here because their owner was gone.", nil, nil),
 		replOps:  prometheus.NewDesc("isobar_cluster_replication_ops_total", "Session operations shipped to replicas.", nil, nil),
+		replLag: prometheus.NewDesc("isobar_cluster_replication_lag_seconds",
+			"Replication lag seen here as a replica: how old the latest session change applied here was when it arrived.", nil, nil),
+		replMsgs: prometheus.NewDesc("isobar_cluster_replica_messages", "QoS 1/2 messages held in the session copies kept here.", nil, nil),
 	}
 	if reg != nil {
 		reg.MustRegister(m.memberEvents, m.claims, m.retainedApplied, m)
@@ -52,7 +56,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.routes, m.inflight, m.forwarded, m.received, m.dropped, m.localRoutes, m.tombstones,
-		m.replicaCopies, m.replicated, m.underReplicated, m.promoted, m.replOps} {
+		m.replicaCopies, m.replicated, m.underReplicated, m.promoted, m.replOps, m.replLag, m.replMsgs} {
 		ch <- d
 	}
 }
@@ -82,5 +86,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.underReplicated, prometheus.GaugeValue, float64(r.underRepl.Load()))
 		ch <- prometheus.MustNewConstMetric(m.promoted, prometheus.CounterValue, float64(r.promoted.Load()))
 		ch <- prometheus.MustNewConstMetric(m.replOps, prometheus.CounterValue, float64(r.shipped.Load()))
+		ch <- prometheus.MustNewConstMetric(m.replLag, prometheus.GaugeValue, float64(r.lagNs.Load())/1e9)
+		ch <- prometheus.MustNewConstMetric(m.replMsgs, prometheus.GaugeValue, float64(r.heldMessages()))
 	}
 }

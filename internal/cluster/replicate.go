@@ -79,6 +79,7 @@ type replicator struct {
 	shipped   atomic.Uint64
 	promoted  atomic.Uint64
 	underRepl atomic.Int64
+	lagNs     atomic.Int64 // age of the latest operation applied here when it arrived
 }
 
 // replica is a copy of another node's session.
@@ -360,11 +361,14 @@ func (r *replicator) applyDrop(body []byte) error {
 }
 
 func (r *replicator) applyOps(owner string, body []byte) error {
-	clientID, ops, err := decodeOps(body)
+	clientID, sent, ops, err := decodeOps(body)
 	if err != nil {
 		return err
 	}
 	now := time.Now().UnixNano()
+	if lag := now - sent; sent > 0 && lag >= 0 {
+		r.lagNs.Store(lag)
+	}
 	r.mu.Lock()
 	rep := r.held[clientID]
 	subsChanged := false
@@ -650,10 +654,22 @@ func (r *replicator) counts() (held, placed int) {
 	return len(r.held), len(r.placed)
 }
 
+// heldMessages counts the messages in the copies held here.
+func (r *replicator) heldMessages() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, rep := range r.held {
+		n += len(rep.msgs) + len(rep.extra)
+	}
+	return n
+}
+
 // Op encoding: client id | n | n x (kind u8, fields).
 
 func encodeOps(clientID string, ops []op) []byte {
 	var e Enc
+	e.U64(uint64(time.Now().UnixNano())) // when shipped: the replica's lag
 	e.String(clientID)
 	e.Uvarint(uint64(len(ops)))
 	for _, o := range ops {
@@ -683,15 +699,16 @@ func encodeOps(clientID string, ops []op) []byte {
 	return e.B
 }
 
-func decodeOps(body []byte) (string, []op, error) {
+func decodeOps(body []byte) (string, int64, []op, error) {
 	d := Dec{B: body}
+	sent := int64(d.U64())
 	clientID := d.String()
 	cnt := d.Uvarint()
 	if d.Err != nil {
-		return "", nil, d.Err
+		return "", 0, nil, d.Err
 	}
 	if cnt > uint64(len(body)) {
-		return "", nil, ErrShortBody
+		return "", 0, nil, ErrShortBody
 	}
 	ops := make([]op, 0, cnt)
 	for range cnt {
@@ -700,7 +717,7 @@ func decodeOps(body []byte) (string, []op, error) {
 		case opPutSession:
 			ls, err := store.DecodeSession(d.Bytes())
 			if err != nil {
-				return "", nil, err
+				return "", 0, nil, err
 			}
 			o.sess = &ls.Session
 		case opDeleteSession:
@@ -712,7 +729,7 @@ func decodeOps(body []byte) (string, []op, error) {
 			o.seq = d.U64()
 			var m store.MessageRecord
 			if err := store.DecodeMessage(d.Bytes(), &m); err != nil {
-				return "", nil, err
+				return "", 0, nil, err
 			}
 			o.msg = &m
 		case opDeleteMsg:
@@ -720,14 +737,14 @@ func decodeOps(body []byte) (string, []op, error) {
 		case opPutInbound, opDeleteInbound:
 			o.packetID = d.U16()
 		default:
-			return "", nil, ErrShortBody
+			return "", 0, nil, ErrShortBody
 		}
 		if d.Err != nil {
-			return "", nil, d.Err
+			return "", 0, nil, d.Err
 		}
 		ops = append(ops, o)
 	}
-	return clientID, ops, nil
+	return clientID, sent, ops, nil
 }
 
 // The store wrapper: the owner's change stream.

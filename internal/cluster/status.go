@@ -24,6 +24,10 @@ type Status struct {
 	Replicated      int `json:"replicated_sessions"`
 	UnderReplicated int `json:"under_replicated_sessions"`
 	ReplicaCopies   int `json:"replica_sessions"`
+	// ReplicaMessages counts the messages in those copies; ReplicationLag
+	// is how old the latest change applied here was when it arrived.
+	ReplicaMessages int           `json:"replica_messages"`
+	ReplicationLag  time.Duration `json:"replication_lag_ns"`
 }
 
 // MemberStatus is one node as seen from this one.
