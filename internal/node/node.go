@@ -182,7 +182,9 @@ func (c clusterSource) ClusterStatus() cluster.Status { return c.n.Cluster.Statu
 
 func (c clusterSource) Drain(ctx context.Context) error { return c.n.Drain(ctx) }
 
-func (c clusterSource) ClusterRoutes(node string) ([]string, bool) { return c.n.Cluster.ClusterRoutes(node) }
+func (c clusterSource) ClusterRoutes(node string) ([]string, bool) {
+	return c.n.Cluster.ClusterRoutes(node)
+}
 
 // Drain leaves the cluster gracefully: listeners close, clients are
 // disconnected and their sessions handed to the other nodes, the node
