@@ -352,6 +352,19 @@ type ClaimRequest struct {
 	// KeepWill exports a pending will with the session (a hand-over with
 	// no new connection, e.g. a drain: the will is still due).
 	KeepWill bool
+	// Settle releases the session only while it holds exactly the claim
+	// (HeldStamp, HeldNode), whatever the order of the claims: the cluster
+	// decided that this session loses to the requester's (a session
+	// digest after a split), unless it was claimed anew meanwhile.
+	Settle    bool
+	HeldStamp uint64
+	HeldNode  string
+	// Exported, if set, is called by ReleaseSession with the export, after
+	// the old connection ended and before the session leaves the index:
+	// what is routed to the session from then on can be caught (and sent
+	// after it). It runs with the server's lock held: it may subscribe in
+	// the index, nothing more.
+	Exported func(*store.LoadedSession)
 }
 
 // Errors a SessionDirectory returns to refuse a CONNECT.
@@ -410,7 +423,12 @@ func (s *Server) ReleaseSession(req ClaimRequest) (*store.LoadedSession, Release
 		c := sess.client
 		stamp, node := sess.claimStamp, sess.claimNode
 		sess.mu.Unlock()
-		if stamp != 0 && claimAfter(stamp, node, req.Stamp, req.Node) {
+		if req.Settle {
+			if stamp != req.HeldStamp || node != req.HeldNode {
+				s.mu.Unlock()
+				return nil, ReleaseNewer
+			}
+		} else if stamp != 0 && claimAfter(stamp, node, req.Stamp, req.Node) {
 			s.mu.Unlock()
 			return nil, ReleaseNewer
 		}
@@ -447,6 +465,9 @@ func (s *Server) ReleaseSession(req ClaimRequest) (*store.LoadedSession, Release
 		}
 		sess.will = nil
 		sess.mu.Unlock()
+		if req.Exported != nil {
+			req.Exported(ls)
+		}
 		// Removed without a will and without counting its messages as
 		// dropped: they travel with the export.
 		delete(s.sessions, sess.id)
@@ -552,6 +573,103 @@ func (s *Server) AdoptSession(ls *store.LoadedSession, dedupWindow time.Duration
 	return nil
 }
 
+// MergeSession adds to the local session of ls's client identifier the
+// queued and in-flight messages of ls it does not hold (by message id,
+// also against what the session received in its de-duplication window),
+// as new queued deliveries; with no local session it installs ls. For a
+// session another node gave up after holding it too (a split, a restart
+// with a stale copy): the local session wins, nothing it has is replaced.
+func (s *Server) MergeSession(ls *store.LoadedSession, dedupWindow time.Duration) error {
+	for range 3 {
+		s.mu.Lock()
+		sess := s.sessions[ls.Session.ClientID]
+		s.mu.Unlock()
+		if sess == nil {
+			err := s.AdoptSession(ls, dedupWindow)
+			if errors.Is(err, ErrSessionExists) {
+				continue // created meanwhile: merge into it
+			}
+			return err
+		}
+		tx := s.newTxn()
+		now := time.Now().UnixNano()
+		sess.mu.Lock()
+		if sess.ended {
+			sess.mu.Unlock()
+			continue
+		}
+		have := make(map[MessageID]bool, len(sess.msgs)+len(sess.queue))
+		for _, m := range sess.msgs {
+			have[m.d.Msg.ID] = true
+		}
+		for _, m := range sess.queue {
+			have[m.d.Msg.ID] = true
+		}
+		added := 0
+		for i := range ls.Messages {
+			r := ls.Messages[i].Msg
+			id := MessageID{Node: r.IDNode, Seq: r.IDSeq}
+			if have[id] {
+				continue
+			}
+			if _, seen := sess.seen[id]; seen && now <= sess.seenUntil {
+				continue
+			}
+			have[id] = true
+			d := Delivery{Msg: messageFromRecord(&r), QoS: r.DeliverQoS, Retain: r.DeliverRetain, SubIDs: r.SubIDs, Group: r.Group}
+			sess.deliverLocked(d, tx, now)
+			added++
+		}
+		if dedupWindow > 0 {
+			// What reaches the session both directly and through the node
+			// that gave it up counts once for a while, as after a move.
+			if sess.seen == nil || now > sess.seenUntil {
+				sess.seen = make(map[MessageID]struct{}, len(have))
+			}
+			for id := range have {
+				if len(sess.seen) < maxSeen {
+					sess.seen[id] = struct{}{}
+				}
+			}
+			sess.seenUntil = max(sess.seenUntil, now+int64(dedupWindow))
+		}
+		sess.mu.Unlock()
+		_ = tx.commit(s)
+		if added > 0 {
+			s.log.Info("messages of a session given up by another node merged", "client", ls.Session.ClientID, "messages", added)
+		}
+		return nil
+	}
+	return ErrSessionExists
+}
+
+// ClaimOf returns the claim of the local session of a client identifier.
+func (s *Server) ClaimOf(clientID string) (stamp uint64, node string, ok bool) {
+	s.mu.Lock()
+	sess := s.sessions[clientID]
+	s.mu.Unlock()
+	if sess == nil {
+		return 0, "", false
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.claimStamp, sess.claimNode, true
+}
+
+// StampClaim sets the claim of the local session of a client identifier
+// (a session promoted from a replica: it is claimed by this node now).
+func (s *Server) StampClaim(clientID string, stamp uint64, node string) {
+	s.mu.Lock()
+	sess := s.sessions[clientID]
+	s.mu.Unlock()
+	if sess == nil {
+		return
+	}
+	sess.mu.Lock()
+	sess.claimStamp, sess.claimNode = stamp, node
+	sess.mu.Unlock()
+}
+
 // DeliverToSession delivers one message to the named session directly (a
 // message another node routed to it before the session moved here). It
 // reports whether the session exists.
@@ -583,14 +701,20 @@ func (sess *session) seenLocked(id MessageID, now int64) bool {
 	if _, ok := sess.seen[id]; ok {
 		return true
 	}
-	sess.seen[id] = struct{}{}
+	if len(sess.seen) < maxSeen {
+		sess.seen[id] = struct{}{}
+	}
 	return false
 }
 
 // sessionDedupWindow is how long a session that moved here from another
 // node drops deliveries it already had: long enough for every node to
 // learn its new routes.
-const sessionDedupWindow = 30 * time.Second
+const sessionDedupWindow = 2 * time.Minute
+
+// maxSeen bounds a session's de-duplication set (a busy session stops
+// recording beyond it; QoS 1 may then see duplicates).
+const maxSeen = 1 << 17
 
 // quitCtx is a context that ends when the server shuts down.
 func (s *Server) quitCtx() context.Context { return s.ctx }
