@@ -84,15 +84,18 @@ type replicator struct {
 
 // replica is a copy of another node's session.
 type replica struct {
-	owner   string
-	sess    store.SessionRecord
-	subs    map[string]store.SubscriptionRecord
-	msgs    map[uint64]store.MessageRecord // by the owner's sequence number
-	ids     map[broker.MessageID]uint64    // id -> owner seq
-	extra   []store.MessageRecord          // received by the standby, not (yet) in the owner's stream
-	inbound map[uint16]struct{}
-	standby *standbySub
-	updated time.Time
+	owner string
+	// stamp and claimNode are the owner's claim on the session.
+	stamp     uint64
+	claimNode string
+	sess      store.SessionRecord
+	subs      map[string]store.SubscriptionRecord
+	msgs      map[uint64]store.MessageRecord // by the owner's sequence number
+	ids       map[broker.MessageID]uint64    // id -> owner seq
+	extra     []store.MessageRecord          // received by the standby, not (yet) in the owner's stream
+	inbound   map[uint16]struct{}
+	standby   *standbySub
+	updated   time.Time
 }
 
 func newReplicator(n *Node, k int, standby bool) *replicator {
@@ -191,7 +194,7 @@ func (r *replicator) shipOne(clientID string, ops []op) {
 	if placed && !deleted {
 		// The common case: the same replicas as before (placement changes
 		// only with membership, in rebalance).
-		body := encodeOps(clientID, ops)
+		body := r.encodeOps(clientID, ops)
 		for _, name := range prev {
 			if p := r.n.peer(name); p != nil {
 				if l := p.link(); l != nil {
@@ -203,7 +206,7 @@ func (r *replicator) shipOne(clientID string, ops []op) {
 		return
 	}
 	if deleted {
-		body := encodeOps(clientID, ops)
+		body := r.encodeOps(clientID, ops)
 		for _, name := range prev {
 			if p := r.n.peer(name); p != nil {
 				if l := p.link(); l != nil {
@@ -237,14 +240,26 @@ func (r *replicator) shipOne(clientID string, ops []op) {
 	r.shipped.Add(uint64(len(ops)))
 }
 
+// snapshot: the session's snapshot | claim stamp, claim node.
 func (r *replicator) snapshot(clientID string) []byte {
 	ls, ok := r.n.srv.ExportSession(clientID)
 	if !ok {
 		return nil
 	}
+	stamp, node, _ := r.n.srv.ClaimOf(clientID)
 	var e Enc
 	e.Bytes(store.EncodeSession(ls))
+	e.U64(stamp)
+	e.String(node)
 	return e.B
+}
+
+// accepts reports whether a copy held for owner under claim c may be
+// replaced by sender's: its owner's own updates always, another node's
+// only with a later claim (a stale former owner, restarted with an old
+// copy, never overwrites the live owner's).
+func (rep *replica) accepts(sender string, stamp uint64, node string) bool {
+	return rep.owner == sender || claimLater(stamp, node, rep.stamp, rep.claimNode)
 }
 
 // dropFrom tells the nodes in prev but not in now to drop their copy.
@@ -314,6 +329,7 @@ func (r *replicator) persistent(clientID string) bool {
 func (r *replicator) applySnapshot(owner string, body []byte) error {
 	d := Dec{B: body}
 	b := d.Bytes()
+	stamp, cnode := d.U64(), d.String()
 	if d.Err != nil {
 		return d.Err
 	}
@@ -321,7 +337,13 @@ func (r *replicator) applySnapshot(owner string, body []byte) error {
 	if err != nil {
 		return err
 	}
-	rep := &replica{owner: owner, sess: ls.Session, subs: make(map[string]store.SubscriptionRecord),
+	r.mu.Lock()
+	if cur := r.held[ls.Session.ClientID]; cur != nil && !cur.accepts(owner, stamp, cnode) {
+		r.mu.Unlock()
+		return nil
+	}
+	r.mu.Unlock()
+	rep := &replica{owner: owner, stamp: stamp, claimNode: cnode, sess: ls.Session, subs: make(map[string]store.SubscriptionRecord),
 		msgs: make(map[uint64]store.MessageRecord), ids: make(map[broker.MessageID]uint64), inbound: make(map[uint16]struct{}), updated: time.Now()}
 	for _, s := range ls.Subscriptions {
 		rep.subs[s.Filter] = s
@@ -361,7 +383,7 @@ func (r *replicator) applyDrop(body []byte) error {
 }
 
 func (r *replicator) applyOps(owner string, body []byte) error {
-	clientID, sent, ops, err := decodeOps(body)
+	clientID, sent, claim, ops, err := decodeOps(body)
 	if err != nil {
 		return err
 	}
@@ -371,6 +393,15 @@ func (r *replicator) applyOps(owner string, body []byte) error {
 	}
 	r.mu.Lock()
 	rep := r.held[clientID]
+	if rep != nil && rep.owner != owner {
+		// Only the copy's owner changes it (a new owner starts with a
+		// snapshot, checked against the claims).
+		r.mu.Unlock()
+		return nil
+	}
+	if rep != nil {
+		rep.stamp, rep.claimNode = claim.stamp, claim.node
+	}
 	subsChanged := false
 	for _, o := range ops {
 		switch o.kind {
@@ -380,7 +411,7 @@ func (r *replicator) applyOps(owner string, body []byte) error {
 					old := rep
 					defer r.unstandby(old)
 				}
-				rep = &replica{owner: owner, subs: make(map[string]store.SubscriptionRecord), msgs: make(map[uint64]store.MessageRecord),
+				rep = &replica{owner: owner, stamp: claim.stamp, claimNode: claim.node, subs: make(map[string]store.SubscriptionRecord), msgs: make(map[uint64]store.MessageRecord),
 					ids: make(map[broker.MessageID]uint64), inbound: make(map[uint16]struct{})}
 				r.held[clientID] = rep
 				subsChanged = true
@@ -594,9 +625,13 @@ func (rep *replica) loaded() *store.LoadedSession {
 func (r *replicator) take(clientID string) *store.LoadedSession {
 	r.mu.Lock()
 	rep := r.held[clientID]
-	if rep == nil || r.n.peer(rep.owner) != nil {
+	if rep == nil {
 		r.mu.Unlock()
-		return nil // none, or its owner is alive: it answers for it
+		return nil
+	}
+	if p := r.n.peer(rep.owner); p != nil && p.link() != nil {
+		r.mu.Unlock()
+		return nil // its owner is reachable: it answers for the session
 	}
 	delete(r.held, clientID)
 	r.mu.Unlock()
@@ -627,10 +662,12 @@ func (r *replicator) ownerGone(owner string) {
 	r.mu.Unlock()
 	for _, id := range mine {
 		if ls := r.take(id); ls != nil {
-			if err := r.n.srv.AdoptSession(ls, sessionDedupWindow); err != nil {
+			if err := r.n.srv.MergeSession(ls, sessionDedupWindow); err != nil {
 				r.n.log.Warn("cluster: replica not promoted", "client", id, "err", err)
 				continue
 			}
+			// Claimed by this node now: later than the dead owner's.
+			r.n.srv.StampClaim(id, r.n.clock.Now(), r.n.cfg.NodeName)
 			r.n.log.Info("cluster: session promoted from its replica (owner gone)", "client", id, "owner", owner)
 		}
 	}
@@ -667,10 +704,14 @@ func (r *replicator) heldMessages() int {
 
 // Op encoding: client id | n | n x (kind u8, fields).
 
-func encodeOps(clientID string, ops []op) []byte {
+// encodeOps: sent time | client id | claim stamp, claim node | n ops.
+func (r *replicator) encodeOps(clientID string, ops []op) []byte {
+	stamp, node, _ := r.n.srv.ClaimOf(clientID)
 	var e Enc
 	e.U64(uint64(time.Now().UnixNano())) // when shipped: the replica's lag
 	e.String(clientID)
+	e.U64(stamp)
+	e.String(node)
 	e.Uvarint(uint64(len(ops)))
 	for _, o := range ops {
 		e.U8(o.kind)
@@ -699,16 +740,17 @@ func encodeOps(clientID string, ops []op) []byte {
 	return e.B
 }
 
-func decodeOps(body []byte) (string, int64, []op, error) {
+func decodeOps(body []byte) (string, int64, localClaim, []op, error) {
 	d := Dec{B: body}
 	sent := int64(d.U64())
 	clientID := d.String()
+	claim := localClaim{stamp: d.U64(), node: d.String()}
 	cnt := d.Uvarint()
 	if d.Err != nil {
-		return "", 0, nil, d.Err
+		return "", 0, localClaim{}, nil, d.Err
 	}
 	if cnt > uint64(len(body)) {
-		return "", 0, nil, ErrShortBody
+		return "", 0, localClaim{}, nil, ErrShortBody
 	}
 	ops := make([]op, 0, cnt)
 	for range cnt {
@@ -717,7 +759,7 @@ func decodeOps(body []byte) (string, int64, []op, error) {
 		case opPutSession:
 			ls, err := store.DecodeSession(d.Bytes())
 			if err != nil {
-				return "", 0, nil, err
+				return "", 0, localClaim{}, nil, err
 			}
 			o.sess = &ls.Session
 		case opDeleteSession:
@@ -729,7 +771,7 @@ func decodeOps(body []byte) (string, int64, []op, error) {
 			o.seq = d.U64()
 			var m store.MessageRecord
 			if err := store.DecodeMessage(d.Bytes(), &m); err != nil {
-				return "", 0, nil, err
+				return "", 0, localClaim{}, nil, err
 			}
 			o.msg = &m
 		case opDeleteMsg:
@@ -737,14 +779,14 @@ func decodeOps(body []byte) (string, int64, []op, error) {
 		case opPutInbound, opDeleteInbound:
 			o.packetID = d.U16()
 		default:
-			return "", 0, nil, ErrShortBody
+			return "", 0, localClaim{}, nil, ErrShortBody
 		}
 		if d.Err != nil {
-			return "", 0, nil, d.Err
+			return "", 0, localClaim{}, nil, d.Err
 		}
 		ops = append(ops, o)
 	}
-	return clientID, sent, ops, nil
+	return clientID, sent, claim, ops, nil
 }
 
 // The store wrapper: the owner's change stream.

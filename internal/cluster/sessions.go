@@ -45,6 +45,10 @@ type localClaim struct {
 	lostTo  string        // a later claim from this node arrived first
 	decided bool          // Claim returned: the broker is attaching
 	done    chan struct{} // closed by Attached
+	// early holds what the node that gave the session up forwarded for
+	// it before it was installed here (SessionDeliver can overtake the
+	// claim's answer): delivered once attached.
+	early []broker.Delivery
 }
 
 type directory Node
@@ -71,7 +75,7 @@ func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*stor
 		// A copy held here of a session whose owner is gone: this node
 		// takes it (other nodes may still answer with a newer one).
 		if rs := n.repl.take(req.ClientID); rs != nil && !req.Clean {
-			if err := n.srv.AdoptSession(rs, sessionDedupWindow); err != nil {
+			if err := n.srv.MergeSession(rs, sessionDedupWindow); err != nil {
 				n.log.Warn("cluster: replica not installed", "client", req.ClientID, "err", err)
 			}
 		}
@@ -101,10 +105,29 @@ func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*stor
 	var lostTo string
 	foreign := false
 	answered := make(map[string]bool, len(asked))
-	for range asked {
+	sentOn := make(map[string]*Link, len(asked))
+	for _, p := range asked {
+		sentOn[p.name] = p.link()
+	}
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	for waiting := len(asked); waiting > 0; {
 		var r reply
 		select {
 		case r = <-ch:
+			if !answered[r.from] {
+				waiting--
+			}
+		case <-poll.C:
+			// A node whose link went down since (killed, cut off) will
+			// not answer: not waited for.
+			for _, p := range asked {
+				if !answered[p.name] && p.link() != sentOn[p.name] {
+					answered[p.name] = true
+					waiting--
+				}
+			}
+			continue
 		case <-ctx.Done():
 			n.met.claims.WithLabelValues("timeout").Inc()
 			n.log.Warn("cluster: client identifier claim not answered by every node in time", "client", req.ClientID)
@@ -151,7 +174,7 @@ decided:
 	case foreign:
 		n.met.claims.WithLabelValues("foreign").Inc()
 		if got != nil {
-			_ = n.srv.AdoptSession(got, 0) // keep what was handed over
+			_ = n.srv.MergeSession(got, 0) // keep what was handed over
 		}
 		return nil, broker.ErrClaimForeign
 	case lostTo != "":
@@ -161,7 +184,7 @@ decided:
 			if p := n.peer(lostTo); p != nil {
 				go n.handoffTo(context.Background(), p, got)
 			} else {
-				_ = n.srv.AdoptSession(got, 0)
+				_ = n.srv.MergeSession(got, 0)
 			}
 		}
 		return nil, broker.ErrClaimLost
@@ -180,11 +203,16 @@ decided:
 func (dir *directory) Attached(clientID string, stamp uint64) {
 	n := (*Node)(dir)
 	n.mu.Lock()
+	var early []broker.Delivery
 	if lc := n.claims[clientID]; lc != nil && lc.stamp == stamp {
 		delete(n.claims, clientID)
 		close(lc.done)
+		early = lc.early
 	}
 	n.mu.Unlock()
+	for _, d := range early {
+		n.srv.DeliverToSession(clientID, d) // duplicates dropped (message ids)
+	}
 }
 
 // settleLater sends a claim that some nodes did not answer in time to
@@ -196,10 +224,7 @@ func (n *Node) settleLater(req broker.ClaimRequest, peers []*peer) {
 		return
 	}
 	var e Enc
-	e.Uvarint(1)
-	e.String(req.ClientID)
-	e.U64(req.Stamp)
-	e.String(req.Node)
+	encodeClaims(&e, []broker.SessionClaim{{ClientID: req.ClientID, Stamp: req.Stamp, Node: req.Node, Online: true}})
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -234,6 +259,31 @@ func claimLater(a uint64, an string, b uint64, bn string) bool {
 		return a > b
 	}
 	return an > bn
+}
+
+// claimBeats reports whether claim a beats claim b for one client
+// identifier held on two nodes: a session whose client is connected beats
+// one whose client is not (a replica promoted while a split hid its owner,
+// whose client stayed connected there, must not take the session from
+// under it); otherwise the later claim wins.
+func claimBeats(a, b broker.SessionClaim) bool {
+	if a.Online != b.Online {
+		return a.Online
+	}
+	return claimLater(a.Stamp, a.Node, b.Stamp, b.Node)
+}
+
+// encodeClaims writes a session digest body: a count, then per claim the
+// client identifier, stamp, claiming node and whether the client is
+// connected.
+func encodeClaims(e *Enc, claims []broker.SessionClaim) {
+	e.Uvarint(uint64(len(claims)))
+	for _, c := range claims {
+		e.String(c.ClientID)
+		e.U64(c.Stamp)
+		e.String(c.Node)
+		e.Bool(c.Online)
+	}
 }
 
 // mergeInto appends to dst the messages of src it does not hold (two
@@ -311,7 +361,18 @@ func (n *Node) release(req broker.ClaimRequest) (uint8, []byte) {
 		case <-n.quit:
 		}
 	}
+	// Forwarding to the claimant starts at the export, before the session
+	// leaves the index, so nothing routed here meanwhile is lost (the
+	// claimant drops duplicates by message id).
+	var ms *movedSub
+	var filters []string
+	req.Exported = func(ls *store.LoadedSession) { ms, filters = n.subscribeMoved(ls, req.Node) }
 	ls, out := n.srv.ReleaseSession(req)
+	if out == broker.ReleaseMoved {
+		n.keepMoved(ms, filters)
+	} else if ms != nil {
+		n.unsubscribeMoved(ms, filters)
+	}
 	if out == broker.ReleaseNone && n.repl != nil {
 		// Not here, but perhaps a copy of a session whose owner is gone.
 		if rs := n.repl.take(req.ClientID); rs != nil {
@@ -323,7 +384,6 @@ func (n *Node) release(req broker.ClaimRequest) (uint8, []byte) {
 	}
 	switch out {
 	case broker.ReleaseMoved:
-		n.forwardMoved(ls, req.Node)
 		return claimMoved, store.EncodeSession(ls)
 	case broker.ReleaseEnded:
 		return claimEnded, nil
@@ -358,9 +418,12 @@ func (m *movedSub) Deliver(d broker.Delivery, _ *broker.Txn, _ int64) {
 	}
 }
 
-func (n *Node) forwardMoved(ls *store.LoadedSession, to string) {
+// subscribeMoved subscribes a movedSub to a session's filters: from
+// before the session is released until the new node has its routes, what
+// is routed here for the session goes there.
+func (n *Node) subscribeMoved(ls *store.LoadedSession, to string) (*movedSub, []string) {
 	if to == "" || to == n.cfg.NodeName {
-		return
+		return nil, nil
 	}
 	ms := &movedSub{n: n, clientID: ls.Session.ClientID, to: to}
 	var filters []string
@@ -371,7 +434,18 @@ func (n *Node) forwardMoved(ls *store.LoadedSession, to string) {
 			filters = append(filters, s.Filter)
 		}
 	}
-	if len(filters) == 0 {
+	return ms, filters
+}
+
+func (n *Node) unsubscribeMoved(ms *movedSub, filters []string) {
+	for _, f := range filters {
+		n.srv.UnsubscribeRemote(ms, f)
+	}
+}
+
+// keepMoved ends a movedSub after sessionMoveGrace.
+func (n *Node) keepMoved(ms *movedSub, filters []string) {
+	if ms == nil || len(filters) == 0 {
 		return
 	}
 	n.wg.Add(1)
@@ -383,9 +457,7 @@ func (n *Node) forwardMoved(ls *store.LoadedSession, to string) {
 		case <-t.C:
 		case <-n.quit:
 		}
-		for _, f := range filters {
-			n.srv.UnsubscribeRemote(ms, f)
-		}
+		n.unsubscribeMoved(ms, filters)
 	}()
 }
 
@@ -429,21 +501,23 @@ func (n *Node) handleSessionDeliver(body []byte) error {
 	if del.QoS > 2 {
 		return ErrShortBody
 	}
-	n.srv.DeliverToSession(clientID, del)
+	if n.srv.DeliverToSession(clientID, del) {
+		return nil
+	}
+	// Not installed yet: the claim that moves it here is still out.
+	n.mu.Lock()
+	if lc := n.claims[clientID]; lc != nil && len(lc.early) < maxEarly {
+		lc.early = append(lc.early, del)
+	}
+	n.mu.Unlock()
 	return nil
 }
 
 // Session digests: sent when a link comes up, so that double ownership
 // after a split is resolved.
 func (n *Node) sendSessionDigest(l *Link) {
-	claims := n.srv.SessionClaims()
 	var e Enc
-	e.Uvarint(uint64(len(claims)))
-	for _, c := range claims {
-		e.String(c.ClientID)
-		e.U64(c.Stamp)
-		e.String(c.Node)
-	}
+	encodeClaims(&e, n.srv.SessionClaims())
 	l.Send(FrameSessionDigest, e.B, true)
 }
 
@@ -458,7 +532,7 @@ func (n *Node) handleSessionDigest(l *Link, body []byte) error {
 	}
 	theirs := make([]broker.SessionClaim, 0, cnt)
 	for range cnt {
-		theirs = append(theirs, broker.SessionClaim{ClientID: d.String(), Stamp: d.U64(), Node: d.String()})
+		theirs = append(theirs, broker.SessionClaim{ClientID: d.String(), Stamp: d.U64(), Node: d.String(), Online: d.Bool()})
 	}
 	if d.Err != nil {
 		return d.Err
@@ -467,14 +541,15 @@ func (n *Node) handleSessionDigest(l *Link, body []byte) error {
 	for _, c := range n.srv.SessionClaims() {
 		mine[c.ClientID] = c
 	}
-	var lose, win []broker.SessionClaim
+	var lose, held, win []broker.SessionClaim
 	for _, c := range theirs {
 		m, ok := mine[c.ClientID]
 		if !ok || (m.Stamp == 0 && c.Stamp == 0) || (m.Stamp == c.Stamp && m.Node == c.Node) {
 			continue // restored on both sides (the next connect decides), or the same claim
 		}
-		if claimLater(c.Stamp, c.Node, m.Stamp, m.Node) {
+		if claimBeats(c, m) {
 			lose = append(lose, c)
+			held = append(held, m)
 		} else if len(theirs) == 1 {
 			// A single late claim (settleLater) older than ours: tell the
 			// sender, which then gives way.
@@ -483,12 +558,7 @@ func (n *Node) handleSessionDigest(l *Link, body []byte) error {
 	}
 	if len(win) > 0 {
 		var e Enc
-		e.Uvarint(uint64(len(win)))
-		for _, c := range win {
-			e.String(c.ClientID)
-			e.U64(c.Stamp)
-			e.String(c.Node)
-		}
+		encodeClaims(&e, win)
 		l.Send(FrameSessionDigest, e.B, true)
 	}
 	if len(lose) == 0 {
@@ -497,17 +567,28 @@ func (n *Node) handleSessionDigest(l *Link, body []byte) error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		for _, c := range lose {
-			ls, out := n.srv.ReleaseSession(broker.ClaimRequest{ClientID: c.ClientID, Stamp: c.Stamp, Node: c.Node, Force: true})
+		for i, c := range lose {
+			// As for a claim: what is routed here for the session after
+			// the export is forwarded to the winner for a while.
+			var ms *movedSub
+			var filters []string
+			req := broker.ClaimRequest{ClientID: c.ClientID, Stamp: c.Stamp, Node: c.Node, Force: true,
+				Settle: true, HeldStamp: held[i].Stamp, HeldNode: held[i].Node}
+			req.Exported = func(ls *store.LoadedSession) { ms, filters = n.subscribeMoved(ls, c.Node) }
+			ls, out := n.srv.ReleaseSession(req)
 			if out != broker.ReleaseMoved {
+				if ms != nil {
+					n.unsubscribeMoved(ms, filters)
+				}
 				continue
 			}
+			n.keepMoved(ms, filters)
 			n.met.claims.WithLabelValues("merged_after_split").Inc()
-			n.log.Warn("cluster: client identifier held on two nodes (split); the later connect wins, queued messages handed to it", "client", c.ClientID, "winner", c.Node)
+			n.log.Warn("cluster: client identifier held on two nodes (split); the other node's session wins, queued messages handed to it", "client", c.ClientID, "winner", c.Node)
 			var e Enc
 			e.Bytes(store.EncodeSession(ls))
 			if !l.Send(FrameSessionMerge, e.B, true) {
-				_ = n.srv.AdoptSession(ls, 0) // link gone: keep it here
+				_ = n.srv.MergeSession(ls, 0) // link gone: keep it here
 			}
 		}
 	}()
@@ -528,17 +609,12 @@ func (n *Node) handleSessionMerge(body []byte) error {
 	return nil
 }
 
-// absorb takes a session another node gave up: its messages go to the
-// session here if there is one, else the session is installed.
+// absorb takes a session another node gave up: its messages it does not
+// hold go to the session here if there is one (which wins, online or
+// offline), else the session is installed.
 func (n *Node) absorb(ls *store.LoadedSession) {
-	id := ls.Session.ClientID
-	if err := n.srv.AdoptSession(ls, sessionDedupWindow); err == nil {
-		return
-	}
-	for _, m := range ls.Messages {
-		r := m.Msg
-		d := broker.Delivery{Msg: broker.MessageFromRecord(&r), QoS: r.DeliverQoS, Retain: r.DeliverRetain, SubIDs: r.SubIDs, Group: r.Group}
-		n.srv.DeliverToSession(id, d)
+	if err := n.srv.MergeSession(ls, sessionDedupWindow); err != nil {
+		n.log.Warn("cluster: session given up by another node not merged", "client", ls.Session.ClientID, "err", err)
 	}
 }
 
@@ -637,7 +713,7 @@ func (n *Node) handoffTo(ctx context.Context, p *peer, ls *store.LoadedSession) 
 		case <-wctx.Done():
 		}
 	}
-	_ = n.srv.AdoptSession(ls, 0)
+	_ = n.srv.MergeSession(ls, 0)
 	return false
 }
 
@@ -662,4 +738,7 @@ func (n *Node) handleHandoff(l *Link, body []byte) error {
 
 // sessionDedupWindow is how long a session that moved here drops
 // deliveries it already holds (as the broker's own window).
-const sessionDedupWindow = 30 * time.Second
+const sessionDedupWindow = 2 * time.Minute
+
+// maxEarly bounds the deliveries held for a session still moving here.
+const maxEarly = 10000
