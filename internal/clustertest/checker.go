@@ -79,10 +79,20 @@ type SubscriberSpec struct {
 	Addrs []string
 	// TLS, when set, is used on every connection.
 	TLS *tls.Config
-	// NoResubscribe: after a reconnection that found no session (MQTT 5
-	// only), do not subscribe again, so that receipts prove the
-	// persistent session itself survived (failover tests).
+	// NoResubscribe: after a reconnection that found no session, do not
+	// subscribe again, so that receipts prove the persistent session
+	// itself survived (failover tests). An MQTT 3.1.1 subscriber with
+	// NoResubscribe (or Flap) manages its own reconnections, one client
+	// per connection, and reads session present from each CONNACK
+	// (SessionLost counts it, as for MQTT 5).
 	NoResubscribe bool
+	// Flap, when set, takes the subscriber offline now and then: after
+	// being connected for a random time in [Flap/2, 3*Flap/2) it
+	// disconnects normally (DISCONNECT, the session kept), stays offline
+	// for a random time in [FlapOffline/2, 3*FlapOffline/2) (default
+	// FlapOffline: Flap/2), and reconnects to the same node. The draws
+	// come from the checker's seed. Not with Addrs.
+	Flap, FlapOffline time.Duration
 }
 
 // Checker runs publishers and subscribers against a Cluster and reports
@@ -143,7 +153,16 @@ type stream struct {
 }
 
 type subscriber struct {
-	spec        SubscriberSpec
+	spec  SubscriberSpec
+	rng   *rand.Rand // flapping draws; its own goroutine only
+	flaps int
+	// Control by the test goroutine (under ch.mu): see Park, Unpark,
+	// Drop and SubscriberAt.
+	parked      chan struct{} // non-nil while parked; Unpark closes it
+	next        int           // node to dial next (-1: follow Nodes)
+	at          int           // node of the current or last connection (-1: none yet)
+	online      bool
+	cut         func() // drops the current connection (nil when offline)
 	ready       chan struct{}
 	readyOnce   sync.Once
 	streams     map[string]*stream // by publisher ID
@@ -235,7 +254,12 @@ func (ch *Checker) AddSubscriber(s SubscriberSpec) {
 	if ch.started {
 		ch.t.Fatal("AddSubscriber after Start")
 	}
-	ch.subs = append(ch.subs, &subscriber{spec: s, ready: make(chan struct{}), streams: map[string]*stream{}, probes: map[string]bool{}})
+	if s.Flap > 0 && s.FlapOffline <= 0 {
+		s.FlapOffline = s.Flap / 2
+	}
+	k := uint64(len(ch.subs) + 1)
+	ch.subs = append(ch.subs, &subscriber{spec: s, ready: make(chan struct{}), streams: map[string]*stream{}, probes: map[string]bool{},
+		rng: rand.New(rand.NewPCG(ch.Seed^k, k*0x9e3779b97f4a7c15)), next: -1, at: -1})
 }
 
 // Start connects the subscribers (waiting for their subscriptions), then
@@ -422,7 +446,10 @@ type SubReport struct {
 	// messages lost inside a fault window.
 	Missing      map[string][]uint64
 	MissingCount int
-	Excused      int
+	// MissingSpan gives, per publisher, when the first and the last
+	// missing message (counted in Missing) were sent.
+	MissingSpan map[string][2]time.Time
+	Excused     int
 	// DupQoS1 and DupQoS2 count extra receipts of a message, by the QoS it
 	// arrived with (QoS 1 duplicates are allowed by MQTT, QoS 2 are not).
 	// DupQoS2Client counts QoS 2 duplicates of MQTT 3.1.1 subscribers
@@ -431,11 +458,13 @@ type SubReport struct {
 	// are not counted against the broker.
 	DupQoS1, DupQoS2, DupQoS2Client int
 	// Reordered counts first receipts of a message after a later one of
-	// the same publisher.
-	Reordered   int
-	Connects    int
-	SessionLost int // reconnections that found no session (v5 only)
-	Unknown     int // payloads that are not the checker's
+	// the same publisher; ReorderedFrom breaks it down by publisher.
+	Reordered     int
+	ReorderedFrom map[string]int
+	Flaps         int // voluntary disconnections (SubscriberSpec.Flap)
+	Connects      int
+	SessionLost   int // reconnections that found no session (v5; v3 with NoResubscribe or Flap)
+	Unknown       int // payloads that are not the checker's
 }
 
 // Lost is the number of acknowledged messages missing for required
@@ -479,15 +508,19 @@ func (r *Report) String() string {
 		if !s.Required {
 			req = "not required"
 		}
-		fmt.Fprintf(&b, "  subscriber %-10s qos %d (%s): received %d, missing %d, excused %d, dup qos1 %d, dup qos2 %d (client-side %d), reordered %d, connects %d, session lost %d, unknown %d\n",
-			s.ID, s.QoS, req, s.Received, s.MissingCount, s.Excused, s.DupQoS1, s.DupQoS2, s.DupQoS2Client, s.Reordered, s.Connects, s.SessionLost, s.Unknown)
+		fmt.Fprintf(&b, "  subscriber %-10s qos %d (%s): received %d, missing %d, excused %d, dup qos1 %d, dup qos2 %d (client-side %d), reordered %d, connects %d (flaps %d), session lost %d, unknown %d\n",
+			s.ID, s.QoS, req, s.Received, s.MissingCount, s.Excused, s.DupQoS1, s.DupQoS2, s.DupQoS2Client, s.Reordered, s.Connects, s.Flaps, s.SessionLost, s.Unknown)
+		if len(s.ReorderedFrom) > 0 {
+			fmt.Fprintf(&b, "    reordered by publisher: %v\n", s.ReorderedFrom)
+		}
 		pubs := make([]string, 0, len(s.Missing))
 		for p := range s.Missing {
 			pubs = append(pubs, p)
 		}
 		sort.Strings(pubs)
 		for _, p := range pubs {
-			fmt.Fprintf(&b, "    missing from %s: %v\n", p, s.Missing[p])
+			sp := s.MissingSpan[p]
+			fmt.Fprintf(&b, "    missing from %s: %v (sent %s .. %s)\n", p, s.Missing[p], sp[0].Format("15:04:05.000"), sp[1].Format("15:04:05.000"))
 		}
 	}
 	return b.String()
@@ -514,7 +547,8 @@ func (ch *Checker) Check(required func(SubscriberSpec) bool) *Report {
 	}
 	for _, s := range ch.subs {
 		sr := SubReport{ID: s.spec.ID, QoS: s.spec.QoS, Required: required == nil || required(s.spec),
-			Received: s.received, Missing: map[string][]uint64{}, Connects: s.connects, SessionLost: s.sessionLost, Unknown: s.unknown}
+			Received: s.received, Missing: map[string][]uint64{}, Connects: s.connects, SessionLost: s.sessionLost, Unknown: s.unknown,
+			ReorderedFrom: map[string]int{}, Flaps: s.flaps, MissingSpan: map[string][2]time.Time{}}
 		for _, p := range ch.pubs {
 			st := s.streams[p.spec.ID]
 			if st != nil {
@@ -522,6 +556,9 @@ func (ch *Checker) Check(required func(SubscriberSpec) bool) *Report {
 				sr.DupQoS2 += st.dup[2]
 				sr.DupQoS2Client += st.dupV3
 				sr.Reordered += st.reorders
+				if st.reorders > 0 {
+					sr.ReorderedFrom[p.spec.ID] = st.reorders
+				}
 			}
 			for i, rec := range p.recs {
 				seq := uint64(i + 1)
@@ -533,6 +570,12 @@ func (ch *Checker) Check(required func(SubscriberSpec) bool) *Report {
 					continue
 				}
 				sr.MissingCount++
+				span, ok := sr.MissingSpan[p.spec.ID]
+				if !ok {
+					span[0] = rec.sent
+				}
+				span[1] = rec.sent
+				sr.MissingSpan[p.spec.ID] = span
 				if len(sr.Missing[p.spec.ID]) < 20 {
 					sr.Missing[p.spec.ID] = append(sr.Missing[p.spec.ID], seq)
 				}
@@ -560,6 +603,144 @@ func (ch *Checker) excused(rec pubRecord, s *subscriber) bool {
 		}
 	}
 	return false
+}
+
+// ---- subscriber control ----------------------------------------------------
+
+func (ch *Checker) subLocked(id string) *subscriber {
+	for _, s := range ch.subs {
+		if s.spec.ID == id {
+			return s
+		}
+	}
+	ch.t.Fatalf("clustertest: no subscriber %q", id)
+	return nil
+}
+
+// Park makes subscriber id open no new connection until Unpark (its
+// current connection, if any, stays): a client told to hold off, e.g.
+// until its node is declared dead.
+func (ch *Checker) Park(id string) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	s := ch.subLocked(id)
+	if s.parked == nil {
+		s.parked = make(chan struct{})
+	}
+	ch.events = append(ch.events, time.Now().Format("15:04:05.000")+" sub "+id+": parked")
+}
+
+// Unpark lets subscriber id connect again, first to node (one of its
+// Nodes; node < 0: where it would have gone).
+func (ch *Checker) Unpark(id string, node int) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	s := ch.subLocked(id)
+	if node >= 0 {
+		s.next = node
+	}
+	if s.parked != nil {
+		close(s.parked)
+		s.parked = nil
+	}
+	ch.events = append(ch.events, fmt.Sprintf("%s sub %s: unparked (next node %d)", time.Now().Format("15:04:05.000"), id, node))
+}
+
+// Drop closes subscriber id's current connection without a DISCONNECT
+// (MQTT 5; an MQTT 3.1.1 client sends one, the session is kept either
+// way), as a client whose keep-alive expired would. It then reconnects as
+// after any loss (unless parked).
+func (ch *Checker) Drop(id string) {
+	ch.mu.Lock()
+	s := ch.subLocked(id)
+	cut := s.cut
+	ch.mu.Unlock()
+	if cut != nil {
+		cut()
+	}
+}
+
+// SubscriberAt returns the node of subscriber id's current (online) or
+// last connection (-1: none yet, or Addrs).
+func (ch *Checker) SubscriberAt(id string) (node int, online bool) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	s := ch.subLocked(id)
+	return s.at, s.online
+}
+
+// waitUnparked blocks while s is parked; false when the checker stops.
+func (ch *Checker) waitUnparked(s *subscriber) bool {
+	for {
+		ch.mu.Lock()
+		p := s.parked
+		ch.mu.Unlock()
+		if p == nil {
+			return true
+		}
+		select {
+		case <-p:
+		case <-ch.stopSub:
+			return false
+		}
+	}
+}
+
+// nextIdx applies an Unpark node to idx (an index into nodes).
+func (ch *Checker) nextIdx(s *subscriber, nodes []int, idx int) int {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if s.next < 0 {
+		return idx
+	}
+	n := s.next
+	s.next = -1
+	for k, v := range nodes {
+		if v == n {
+			return k
+		}
+	}
+	ch.events = append(ch.events, fmt.Sprintf("%s sub %s: node %d is not in its Nodes %v", time.Now().Format("15:04:05.000"), s.spec.ID, n, nodes))
+	return idx
+}
+
+// online records s's connection state (node -1: offline).
+func (ch *Checker) setOnline(s *subscriber, node int, cut func()) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if node >= 0 {
+		s.at, s.online, s.cut = node, true, cut
+	} else {
+		s.online, s.cut = false, nil
+	}
+}
+
+// flapTimer fires when s should flap next; never once the publishers
+// were stopped (Stop drains what the subscribers have yet to receive).
+func (ch *Checker) flapTimer(s *subscriber) <-chan time.Time {
+	if s.spec.Flap <= 0 {
+		return nil
+	}
+	out := make(chan time.Time, 1)
+	tm := time.NewTimer(s.jitter(s.spec.Flap))
+	go func() {
+		defer tm.Stop()
+		select {
+		case now := <-tm.C:
+			select {
+			case <-ch.stopPub:
+			default:
+				out <- now
+			}
+		case <-ch.stopPub:
+		}
+	}()
+	return out
+}
+
+// jitter draws a duration in [d/2, 3d/2) from s's generator.
+func (s *subscriber) jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(s.rng.Int64N(int64(d)+1))
 }
 
 // ---- receipts --------------------------------------------------------------
@@ -675,7 +856,7 @@ func (ch *Checker) runSubscriber(s *subscriber) {
 		ch.runSubscriberV3(s)
 		return
 	}
-	addrs, _ := ch.addrs(s.spec.Nodes, s.spec.Addrs)
+	addrs, nodes := ch.addrs(s.spec.Nodes, s.spec.Addrs)
 	sess := state.NewInMemory()
 	defer sess.Close()
 	expiry := uint32(3600)
@@ -685,6 +866,10 @@ func (ch *Checker) runSubscriber(s *subscriber) {
 		if attempt > 0 && sleepOr(ch.stopSub, 200*time.Millisecond) {
 			return
 		}
+		if !ch.waitUnparked(s) {
+			return
+		}
+		idx = ch.nextIdx(s, nodes, idx)
 		addr := addrs[idx%len(addrs)]
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		conn, err := dial(ctx, addr, s.spec.TLS)
@@ -739,15 +924,37 @@ func (ch *Checker) runSubscriber(s *subscriber) {
 		cancel()
 		first = false
 		s.readyOnce.Do(func() { close(s.ready) })
+		dropped := make(chan struct{})
+		var dropOnce sync.Once
+		ch.setOnline(s, nodes[idx%len(nodes)], func() { dropOnce.Do(func() { close(dropped) }) })
+		flap := ch.flapTimer(s)
 		select {
 		case <-ch.stopSub:
+			ch.setOnline(s, -1, nil)
 			_ = cli.Disconnect(&paho.Disconnect{})
 			_ = conn.Close()
 			<-cli.Done()
 			return
 		case <-lost:
 		case <-cli.Done():
+		case <-dropped:
+			ch.event("sub %s: connection to %s dropped (no DISCONNECT)", s.spec.ID, addr)
+		case <-flap:
+			ch.setOnline(s, -1, nil)
+			ch.event("sub %s: flap: DISCONNECT from %s", s.spec.ID, addr)
+			_ = cli.Disconnect(&paho.Disconnect{})
+			_ = conn.Close()
+			<-cli.Done()
+			ch.mu.Lock()
+			s.flaps++
+			ch.mu.Unlock()
+			attempt-- // a flap is not a failure
+			if sleepOr(ch.stopSub, s.jitter(s.spec.FlapOffline)) {
+				return
+			}
+			continue
 		}
+		ch.setOnline(s, -1, nil)
 		_ = conn.Close()
 		<-cli.Done()
 	}
@@ -755,6 +962,10 @@ func (ch *Checker) runSubscriber(s *subscriber) {
 }
 
 func (ch *Checker) runSubscriberV3(s *subscriber) {
+	if s.spec.NoResubscribe || s.spec.Flap > 0 {
+		ch.runSubscriberV3Manual(s)
+		return
+	}
 	addrs, _ := ch.addrs(s.spec.Nodes, s.spec.Addrs)
 	o := mqtt.NewClientOptions()
 	scheme := "tcp://"
@@ -794,6 +1005,100 @@ func (ch *Checker) runSubscriberV3(s *subscriber) {
 	}
 	<-ch.stopSub
 	cl.Disconnect(250)
+}
+
+// runSubscriberV3Manual is an MQTT 3.1.1 subscriber (clean session 0)
+// that reconnects by itself, a new paho.mqtt.golang client per
+// connection, so that it sees each CONNACK's session present flag, can be
+// parked, dropped and redirected, and flaps.
+func (ch *Checker) runSubscriberV3Manual(s *subscriber) {
+	addrs, nodes := ch.addrs(s.spec.Nodes, s.spec.Addrs)
+	scheme := "tcp://"
+	if s.spec.TLS != nil {
+		scheme = "ssl://"
+	}
+	first := true
+	idx := 0
+	for attempt := 0; attempt < maxReconnects; attempt++ {
+		if attempt > 0 && sleepOr(ch.stopSub, 200*time.Millisecond) {
+			return
+		}
+		if !ch.waitUnparked(s) {
+			return
+		}
+		idx = ch.nextIdx(s, nodes, idx)
+		addr := addrs[idx%len(addrs)]
+		lost := make(chan struct{})
+		var lostOnce sync.Once
+		o := mqtt.NewClientOptions().AddBroker(scheme + addr).SetClientID(s.spec.ID).SetCleanSession(false).
+			SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(5 * time.Second).SetPingTimeout(3 * time.Second).
+			SetConnectTimeout(3 * time.Second).SetOrderMatters(true).SetResumeSubs(false)
+		if s.spec.TLS != nil {
+			o.SetTLSConfig(s.spec.TLS)
+		}
+		o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { ch.receive(s, m.Payload(), m.Qos()) })
+		o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			ch.event("sub %s: connection to %s lost: %v", s.spec.ID, addr, err)
+			lostOnce.Do(func() { close(lost) })
+		})
+		cl := mqtt.NewClient(o)
+		tok := cl.Connect()
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			ch.event("sub %s: connect %s (v3.1.1): %v", s.spec.ID, addr, tok.Error())
+			cl.Disconnect(0)
+			idx++
+			continue
+		}
+		present := false
+		if ct, ok := tok.(*mqtt.ConnectToken); ok {
+			present = ct.SessionPresent()
+		}
+		ch.mu.Lock()
+		s.connects++
+		if !first && !present {
+			s.sessionLost++
+		}
+		ch.mu.Unlock()
+		ch.event("sub %s: connected to %s (v3.1.1, session present %v)", s.spec.ID, addr, present)
+		if !present && (first || !s.spec.NoResubscribe) {
+			st := cl.Subscribe(s.spec.Filter, s.spec.QoS, nil)
+			if !st.WaitTimeout(5*time.Second) || st.Error() != nil {
+				ch.event("sub %s: subscribe: %v", s.spec.ID, st.Error())
+				cl.Disconnect(0)
+				continue
+			}
+		}
+		first = false
+		s.readyOnce.Do(func() { close(s.ready) })
+		dropped := make(chan struct{})
+		var dropOnce sync.Once
+		ch.setOnline(s, nodes[idx%len(nodes)], func() { dropOnce.Do(func() { close(dropped) }) })
+		flap := ch.flapTimer(s)
+		select {
+		case <-ch.stopSub:
+			ch.setOnline(s, -1, nil)
+			cl.Disconnect(250)
+			return
+		case <-lost:
+		case <-dropped:
+			ch.event("sub %s: connection to %s dropped", s.spec.ID, addr)
+		case <-flap:
+			ch.setOnline(s, -1, nil)
+			ch.event("sub %s: flap: DISCONNECT from %s", s.spec.ID, addr)
+			cl.Disconnect(100)
+			ch.mu.Lock()
+			s.flaps++
+			ch.mu.Unlock()
+			attempt--
+			if sleepOr(ch.stopSub, s.jitter(s.spec.FlapOffline)) {
+				return
+			}
+			continue
+		}
+		ch.setOnline(s, -1, nil)
+		cl.Disconnect(0)
+	}
+	ch.event("sub %s: gave up after %d connection attempts", s.spec.ID, maxReconnects)
 }
 
 func (ch *Checker) runPublisher(p *publisher) {
