@@ -566,6 +566,12 @@ func (s *Server) AdoptSession(ls *store.LoadedSession, dedupWindow time.Duration
 			for _, m := range sess.queue {
 				sess.seen[m.d.Msg.ID] = struct{}{}
 			}
+			for _, id := range ls.Seen {
+				if len(sess.seen) >= maxSeen {
+					break
+				}
+				sess.seen[MessageID{Node: id[0], Seq: id[1]}] = struct{}{}
+			}
 			sess.seenUntil = time.Now().Add(dedupWindow).UnixNano()
 			sess.mu.Unlock()
 		}
@@ -631,6 +637,12 @@ func (s *Server) MergeSession(ls *store.LoadedSession, dedupWindow time.Duration
 					sess.seen[id] = struct{}{}
 				}
 			}
+			for _, id := range ls.Seen {
+				if len(sess.seen) >= maxSeen {
+					break
+				}
+				sess.seen[MessageID{Node: id[0], Seq: id[1]}] = struct{}{}
+			}
 			sess.seenUntil = max(sess.seenUntil, now+int64(dedupWindow))
 		}
 		sess.mu.Unlock()
@@ -641,6 +653,43 @@ func (s *Server) MergeSession(ls *store.LoadedSession, dedupWindow time.Duration
 		return nil
 	}
 	return ErrSessionExists
+}
+
+// MarkSeen adds message ids to the de-duplication set of the local
+// session of a client identifier and keeps its window open for at least
+// window: messages that session completed on another node (a replica's
+// record of its owner's removals) are then not delivered again when a
+// stale copy of it (a restarted or cut-off former owner's) is merged in.
+func (s *Server) MarkSeen(clientID string, ids []MessageID, window time.Duration) {
+	if len(ids) == 0 || window <= 0 {
+		return
+	}
+	s.mu.Lock()
+	sess := s.sessions[clientID]
+	s.mu.Unlock()
+	if sess == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.seen == nil || now > sess.seenUntil {
+		sess.seen = make(map[MessageID]struct{}, len(ids))
+		// What the session holds counts as seen too, as at an adoption.
+		for _, m := range sess.msgs {
+			sess.seen[m.d.Msg.ID] = struct{}{}
+		}
+		for _, m := range sess.queue {
+			sess.seen[m.d.Msg.ID] = struct{}{}
+		}
+	}
+	for _, id := range ids {
+		if len(sess.seen) >= maxSeen {
+			break
+		}
+		sess.seen[id] = struct{}{}
+	}
+	sess.seenUntil = max(sess.seenUntil, now+int64(window))
 }
 
 // ClaimOf returns the claim of the local session of a client identifier.

@@ -45,6 +45,13 @@ func (s *Server) ExportSession(clientID string) (*store.LoadedSession, bool) {
 // exportLocked builds the session's snapshot.
 func (sess *session) exportLocked() *store.LoadedSession {
 	ls := &store.LoadedSession{Session: *sess.sessionRecordLocked()}
+	if sess.seenUntil != 0 && time.Now().UnixNano() <= sess.seenUntil {
+		// Its de-duplication set goes with it (see LoadedSession.Seen).
+		ls.Seen = make([][2]uint64, 0, len(sess.seen))
+		for id := range sess.seen {
+			ls.Seen = append(ls.Seen, [2]uint64{id.Node, id.Seq})
+		}
+	}
 	for _, sub := range sess.subs {
 		ls.Subscriptions = append(ls.Subscriptions, store.SubscriptionRecord{
 			Filter: sub.filter, QoS: sub.opts.QoS, NoLocal: sub.opts.NoLocal,

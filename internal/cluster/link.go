@@ -134,6 +134,12 @@ type Link struct {
 	writing   int    // bytes of the batch being written
 	active    bool   // a frame other than Ping was queued since the last tick
 	err       error
+	// appended counts the bytes ever queued, wrote those handed to the
+	// connection; wrote is closed and replaced after every write (Mark
+	// and WaitWritten).
+	appended uint64
+	written  uint64
+	wrote    chan struct{}
 
 	closed  atomic.Bool
 	wake    chan struct{}
@@ -160,6 +166,7 @@ func NewLink(conn net.Conn, peer PeerInfo, cfg LinkConfig, handler func(l *Link,
 		pm:      cfg.Metrics.peer(peer.Name),
 		created: time.Now(),
 		wake:    make(chan struct{}, 1),
+		wrote:   make(chan struct{}),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -245,6 +252,7 @@ func (l *Link) SendFunc(t FrameType, critical bool, fill func(b []byte) []byte) 
 // queued accounts for a frame of n bytes just appended; l.mu is held.
 func (l *Link) queued(t FrameType, n int, wasEmpty bool) {
 	l.outFrames++
+	l.appended += uint64(n)
 	if t != FramePing {
 		l.active = true
 	}
@@ -263,6 +271,44 @@ func (l *Link) drop() {
 	l.dropped.Add(1)
 	if l.pm != nil {
 		l.pm.dropped.Inc()
+	}
+}
+
+// Mark returns the position after the frames queued so far, for
+// WaitWritten.
+func (l *Link) Mark() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.appended
+}
+
+// WaitWritten waits until every frame queued before mark was handed to
+// the connection (so that it reaches the peer even if this process dies
+// now: the kernel sends what it was given), for at most timeout. It
+// reports whether they were; false also once the link is closed.
+func (l *Link) WaitWritten(mark uint64, timeout time.Duration) bool {
+	var t *time.Timer
+	for {
+		l.mu.Lock()
+		if l.written >= mark {
+			l.mu.Unlock()
+			return true
+		}
+		ch := l.wrote
+		l.mu.Unlock()
+		if t == nil {
+			t = time.NewTimer(timeout)
+			defer t.Stop()
+		}
+		select {
+		case <-ch:
+		case <-l.done:
+			return false
+		case <-l.closing:
+			return false
+		case <-t.C:
+			return false
+		}
 	}
 }
 
@@ -459,6 +505,11 @@ func (l *Link) flush() error {
 		l.writing = 0
 		if !l.closed.Load() && (cap(buf) <= keepBufCap || len(buf) >= cap(buf)/4) {
 			l.spare = buf[:0]
+		}
+		if err == nil {
+			l.written += uint64(len(buf))
+			close(l.wrote)
+			l.wrote = make(chan struct{})
 		}
 		l.mu.Unlock()
 		if l.pm != nil {

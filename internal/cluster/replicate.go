@@ -94,8 +94,12 @@ type replica struct {
 	ids       map[broker.MessageID]uint64    // id -> owner seq
 	extra     []store.MessageRecord          // received by the standby, not (yet) in the owner's stream
 	inbound   map[uint16]struct{}
-	standby   *standbySub
-	updated   time.Time
+	// gone records the messages the owner completed or dropped lately
+	// (id -> when, unix nanos; bounded, pruned after replGoneKeep): a
+	// promoted copy does not take them back from a stale copy merged in.
+	gone    map[broker.MessageID]int64
+	standby *standbySub
+	updated time.Time
 }
 
 func newReplicator(n *Node, k int, standby bool) *replicator {
@@ -176,12 +180,50 @@ func (r *replicator) ship(ops []op) {
 		}
 		by[o.clientID] = append(by[o.clientID], o)
 	}
+	// A QoS 2 delivery's packet identifier must reach the replicas before
+	// the owner sends the PUBLISH (after this commit): a replica promoted
+	// without it would deliver the message again under a new identifier,
+	// a duplicate for the client. The frames are waited for until the
+	// kernel has them: they reach the peer even if this process is killed
+	// right after.
+	var marks *[]linkMark
+	for _, o := range ops {
+		if o.kind == opPutMsg && o.msg != nil && o.msg.DeliverQoS == 2 {
+			marks = new([]linkMark)
+			break
+		}
+	}
 	for _, id := range order {
-		r.shipOne(id, by[id])
+		r.shipOne(id, by[id], marks)
+	}
+	if marks != nil {
+		for _, m := range *marks {
+			if !m.l.WaitWritten(m.at, replWriteWait) {
+				r.n.log.Debug("cluster: replica change stream not written in time", "node", m.l.Peer().Name)
+			}
+		}
 	}
 }
 
-func (r *replicator) shipOne(clientID string, ops []op) {
+// linkMark is a position in a link's output (Link.Mark).
+type linkMark struct {
+	l  *Link
+	at uint64
+}
+
+// replWriteWait bounds how long a commit with QoS 2 deliveries waits for
+// their change stream to be written to the replicas' links (a link stuck
+// that long is closed by its write timeout).
+const replWriteWait = 2 * time.Second
+
+// sendMarked sends a frame and records where it ends when marks is set.
+func sendMarked(l *Link, t FrameType, body []byte, marks *[]linkMark) {
+	if l.Send(t, body, true) && marks != nil {
+		*marks = append(*marks, linkMark{l, l.Mark()})
+	}
+}
+
+func (r *replicator) shipOne(clientID string, ops []op, marks *[]linkMark) {
 	deleted := false
 	for _, o := range ops {
 		if o.kind == opDeleteSession {
@@ -198,7 +240,7 @@ func (r *replicator) shipOne(clientID string, ops []op) {
 		for _, name := range prev {
 			if p := r.n.peer(name); p != nil {
 				if l := p.link(); l != nil {
-					l.Send(FrameReplOps, body, true)
+					sendMarked(l, FrameReplOps, body, marks)
 				}
 			}
 		}
@@ -210,7 +252,7 @@ func (r *replicator) shipOne(clientID string, ops []op) {
 		for _, name := range prev {
 			if p := r.n.peer(name); p != nil {
 				if l := p.link(); l != nil {
-					l.Send(FrameReplOps, body, true)
+					sendMarked(l, FrameReplOps, body, marks)
 				}
 			}
 		}
@@ -230,7 +272,7 @@ func (r *replicator) shipOne(clientID string, ops []op) {
 						return
 					}
 				}
-				l.Send(FrameReplSnapshot, snap, true)
+				sendMarked(l, FrameReplSnapshot, snap, marks)
 			}
 		}
 	}
@@ -447,6 +489,12 @@ func (r *replicator) applyOps(owner string, body []byte) error {
 				id := broker.MessageID{Node: m.IDNode, Seq: m.IDSeq}
 				delete(rep.ids, id)
 				r.deleted[id] = now
+				if rep.gone == nil {
+					rep.gone = make(map[broker.MessageID]int64)
+				}
+				if len(rep.gone) < replGoneMax {
+					rep.gone[id] = now
+				}
 			}
 			delete(rep.msgs, o.seq)
 		case opPutInbound:
@@ -621,23 +669,25 @@ func (rep *replica) loaded() *store.LoadedSession {
 	return ls
 }
 
-// take removes and returns the copy of a session whose owner is gone.
-func (r *replicator) take(clientID string) *store.LoadedSession {
+// take removes and returns the copy of a session whose owner is gone,
+// with the messages its owner completed lately (see replica.gone).
+func (r *replicator) take(clientID string) (*store.LoadedSession, []broker.MessageID) {
 	r.mu.Lock()
 	rep := r.held[clientID]
 	if rep == nil {
 		r.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 	if p := r.n.peer(rep.owner); p != nil && p.link() != nil {
 		r.mu.Unlock()
-		return nil // its owner is reachable: it answers for the session
+		return nil, nil // its owner is reachable: it answers for the session
 	}
 	delete(r.held, clientID)
+	gone := rep.goneIDs()
 	r.mu.Unlock()
 	r.unstandby(rep)
 	r.promoted.Add(1)
-	return rep.loaded()
+	return rep.loaded(), gone
 }
 
 // ownerGone promotes the copies of a dead node's sessions this node is
@@ -661,11 +711,12 @@ func (r *replicator) ownerGone(owner string) {
 	}
 	r.mu.Unlock()
 	for _, id := range mine {
-		if ls := r.take(id); ls != nil {
+		if ls, gone := r.take(id); ls != nil {
 			if err := r.n.srv.MergeSession(ls, sessionDedupWindow); err != nil {
 				r.n.log.Warn("cluster: replica not promoted", "client", id, "err", err)
 				continue
 			}
+			r.n.srv.MarkSeen(id, gone, sessionDedupWindow)
 			// Claimed by this node now: later than the dead owner's.
 			r.n.srv.StampClaim(id, r.n.clock.Now(), r.n.cfg.NodeName)
 			r.n.log.Info("cluster: session promoted from its replica (owner gone)", "client", id, "owner", owner)
@@ -675,14 +726,38 @@ func (r *replicator) ownerGone(owner string) {
 
 // prune forgets old acknowledgement ids.
 func (r *replicator) prune() {
-	cut := time.Now().Add(-2 * time.Minute).UnixNano()
+	cut := time.Now().Add(-replGoneKeep).UnixNano()
 	r.mu.Lock()
 	for id, at := range r.deleted {
 		if at < cut {
 			delete(r.deleted, id)
 		}
 	}
+	for _, rep := range r.held {
+		for id, at := range rep.gone {
+			if at < cut {
+				delete(rep.gone, id)
+			}
+		}
+	}
 	r.mu.Unlock()
+}
+
+// A copy remembers the messages its owner completed for replGoneKeep (as
+// long as a promoted session's de-duplication window), at most
+// replGoneMax of them.
+const (
+	replGoneKeep = sessionDedupWindow
+	replGoneMax  = 1 << 14
+)
+
+// goneIDs lists a copy's recently completed messages.
+func (rep *replica) goneIDs() []broker.MessageID {
+	out := make([]broker.MessageID, 0, len(rep.gone))
+	for id := range rep.gone {
+		out = append(out, id)
+	}
+	return out
 }
 
 func (r *replicator) counts() (held, placed int) {

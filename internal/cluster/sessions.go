@@ -74,10 +74,11 @@ func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*stor
 	if n.repl != nil {
 		// A copy held here of a session whose owner is gone: this node
 		// takes it (other nodes may still answer with a newer one).
-		if rs := n.repl.take(req.ClientID); rs != nil && !req.Clean {
+		if rs, gone := n.repl.take(req.ClientID); rs != nil && !req.Clean {
 			if err := n.srv.MergeSession(rs, sessionDedupWindow); err != nil {
 				n.log.Warn("cluster: replica not installed", "client", req.ClientID, "err", err)
 			}
+			n.srv.MarkSeen(req.ClientID, gone, sessionDedupWindow)
 		}
 	}
 	var asked []*peer
@@ -145,7 +146,7 @@ func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*stor
 		answered[r.from] = true
 		switch r.kind {
 		case claimMoved:
-			ls, err := store.DecodeSession(r.body)
+			ls, err := decodeMoving(r.body)
 			if err != nil {
 				n.log.Error("cluster: session handed over undecodable", "client", req.ClientID, "from", r.from, "err", err)
 				continue
@@ -375,16 +376,21 @@ func (n *Node) release(req broker.ClaimRequest) (uint8, []byte) {
 	}
 	if out == broker.ReleaseNone && n.repl != nil {
 		// Not here, but perhaps a copy of a session whose owner is gone.
-		if rs := n.repl.take(req.ClientID); rs != nil {
+		if rs, gone := n.repl.take(req.ClientID); rs != nil {
+			// What its owner completed lately goes with it: a stale copy
+			// merged into the claimant later does not bring it back.
+			for _, id := range gone {
+				rs.Seen = append(rs.Seen, [2]uint64{id.Node, id.Seq})
+			}
 			if req.Clean {
 				return claimEnded, nil
 			}
-			return claimMoved, store.EncodeSession(rs)
+			return claimMoved, encodeMoving(rs)
 		}
 	}
 	switch out {
 	case broker.ReleaseMoved:
-		return claimMoved, store.EncodeSession(ls)
+		return claimMoved, encodeMoving(ls)
 	case broker.ReleaseEnded:
 		return claimEnded, nil
 	case broker.ReleaseNewer:
@@ -586,7 +592,7 @@ func (n *Node) handleSessionDigest(l *Link, body []byte) error {
 			n.met.claims.WithLabelValues("merged_after_split").Inc()
 			n.log.Warn("cluster: client identifier held on two nodes (split); the other node's session wins, queued messages handed to it", "client", c.ClientID, "winner", c.Node)
 			var e Enc
-			e.Bytes(store.EncodeSession(ls))
+			e.Bytes(encodeMoving(ls))
 			if !l.Send(FrameSessionMerge, e.B, true) {
 				_ = n.srv.MergeSession(ls, 0) // link gone: keep it here
 			}
@@ -601,7 +607,7 @@ func (n *Node) handleSessionMerge(body []byte) error {
 	if d.Err != nil {
 		return d.Err
 	}
-	ls, err := store.DecodeSession(b)
+	ls, err := decodeMoving(b)
 	if err != nil {
 		return err
 	}
@@ -699,7 +705,7 @@ func (n *Node) handoffTo(ctx context.Context, p *peer, ls *store.LoadedSession) 
 	defer n.endRequest(id)
 	var e Enc
 	e.U64(id)
-	e.Bytes(store.EncodeSession(ls))
+	e.Bytes(encodeMoving(ls))
 	l := p.link()
 	if l != nil && l.Send(FrameHandoff, e.B, true) {
 		wctx, cancel := n.waitCtx(ctx, 10*time.Second)
@@ -724,7 +730,7 @@ func (n *Node) handleHandoff(l *Link, body []byte) error {
 	if d.Err != nil {
 		return d.Err
 	}
-	ls, err := store.DecodeSession(b)
+	ls, err := decodeMoving(b)
 	if err != nil {
 		return err
 	}
@@ -742,3 +748,43 @@ const sessionDedupWindow = 2 * time.Minute
 
 // maxEarly bounds the deliveries held for a session still moving here.
 const maxEarly = 10000
+
+// encodeMoving encodes a session moving to another node (a claim's
+// answer, a hand-off, a merge after a split): its snapshot, then the
+// message ids of its de-duplication set (LoadedSession.Seen).
+func encodeMoving(ls *store.LoadedSession) []byte {
+	var e Enc
+	e.Bytes(store.EncodeSession(ls))
+	e.Uvarint(uint64(len(ls.Seen)))
+	for _, id := range ls.Seen {
+		e.U64(id[0])
+		e.U64(id[1])
+	}
+	return e.B
+}
+
+func decodeMoving(b []byte) (*store.LoadedSession, error) {
+	d := Dec{B: b}
+	snap := d.Bytes()
+	cnt := d.Uvarint()
+	if d.Err != nil {
+		return nil, d.Err
+	}
+	if cnt > uint64(d.Len()/16) {
+		return nil, ErrShortBody
+	}
+	ls, err := store.DecodeSession(snap)
+	if err != nil {
+		return nil, err
+	}
+	if cnt > 0 {
+		ls.Seen = make([][2]uint64, cnt)
+		for i := range ls.Seen {
+			ls.Seen[i] = [2]uint64{d.U64(), d.U64()}
+		}
+	}
+	if d.Err != nil {
+		return nil, d.Err
+	}
+	return ls, nil
+}

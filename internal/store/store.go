@@ -135,6 +135,10 @@ type LoadedSession struct {
 	Messages []SeqMessage
 	// Inbound holds QoS 2 packet identifiers received but not released.
 	Inbound []uint16
+	// Seen lists message ids (node, sequence) the session held or
+	// completed lately, for its de-duplication after a move between
+	// nodes. Never stored and not part of EncodeSession.
+	Seen [][2]uint64
 }
 
 // SeqMessage is a session's message with its sequence number.
