@@ -777,6 +777,10 @@ func (ch *Checker) receive(s *subscriber, payload []byte, qos byte) {
 				return
 			}
 			st.dup[min(qos, 2)]++
+			if len(ch.events) <= 5000 {
+				ch.events = append(ch.events, fmt.Sprintf("%s sub %s: duplicate %s seq %d (qos %d, copy %d)",
+					time.Now().Format("15:04:05.000"), s.spec.ID, f[0], seq, qos, st.count[seq]))
+			}
 			return
 		}
 		st.first = append(st.first, seq)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -170,16 +169,7 @@ func checkReplicated(t *testing.T, r *Report, merged bool) {
 			t.Errorf("subscriber %s: %d acknowledged messages never received (first: %v)", s.ID, s.MissingCount, s.Missing)
 		}
 		if s.DupQoS2 != 0 {
-			// Known issue: a QoS 2 message the owner delivered in the last
-			// instant before it was killed, whose change-stream entry had
-			// not left it yet, reaches the replica only through its
-			// standby and is delivered again after the failover (with a
-			// new packet identifier). Enforced with ISOBAR_CLUSTERTEST_KNOWN=1.
-			if os.Getenv(KnownEnv) == "1" {
-				t.Errorf("subscriber %s: %d QoS 2 duplicates", s.ID, s.DupQoS2)
-			} else {
-				t.Logf("subscriber %s: %d QoS 2 duplicates (known issue: the owner's last change-stream entries lost with it)", s.ID, s.DupQoS2)
-			}
+			t.Errorf("subscriber %s: %d QoS 2 duplicates", s.ID, s.DupQoS2)
 		}
 		if s.Reordered != 0 {
 			if merged {
@@ -414,10 +404,6 @@ func TestClusterReplicatedMergeOfflineWinner(t *testing.T) {
 		}
 	}
 }
-
-// KnownEnv, set to 1, runs (or makes strict) the tests of core bugs not
-// fixed yet, to check a fix.
-const KnownEnv = "ISOBAR_CLUSTERTEST_KNOWN"
 
 // TestClusterReplicatedReconnectBeforeDetection: s (MQTT 5, session
 // expiry 1 h) subscribes on n1; n1 is killed; s reconnects at once to n2,
