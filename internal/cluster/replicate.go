@@ -75,6 +75,11 @@ type replicator struct {
 	placed  map[string][]string // owner side: client id -> replica nodes shipped to
 	held    map[string]*replica // replica side: client id -> copy
 	deleted map[broker.MessageID]int64
+	// offline (owner side) is, per offline session owned here, when its
+	// client went away: the broker stamps an offline session's record
+	// with the time it is written (an export, a later update), and a copy
+	// promoted from a record stamped later would expire late.
+	offline map[string]int64
 
 	shipped   atomic.Uint64
 	promoted  atomic.Uint64
@@ -103,7 +108,7 @@ type replica struct {
 }
 
 func newReplicator(n *Node, k int, standby bool) *replicator {
-	return &replicator{n: n, k: k, standby: standby, placed: make(map[string][]string),
+	return &replicator{n: n, k: k, standby: standby, placed: make(map[string][]string), offline: make(map[string]int64),
 		held: make(map[string]*replica), deleted: make(map[broker.MessageID]int64)}
 }
 
@@ -171,6 +176,9 @@ func (r *replicator) ship(ops []op) {
 	if len(ops) == 0 || r.n.srv == nil {
 		return
 	}
+	for i := range ops {
+		r.keepOffline(&ops[i])
+	}
 	// Group by client id, keeping each one's order.
 	var order []string
 	by := make(map[string][]op)
@@ -202,6 +210,35 @@ func (r *replicator) ship(ops []op) {
 				r.n.log.Debug("cluster: replica change stream not written in time", "node", m.l.Peer().Name)
 			}
 		}
+	}
+}
+
+// keepOffline makes a session record shipped while its client stays
+// away carry the time it went away (the first offline record since it
+// was last online), not the time of the write: a replica promoted from it
+// expires the session, and fires a will due with it, when the owner would
+// have. An online record or the session's end forgets it.
+func (r *replicator) keepOffline(o *op) {
+	switch o.kind {
+	case opPutSession:
+		id := o.sess.ClientID
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if o.sess.DisconnectedAt == 0 {
+			delete(r.offline, id)
+			return
+		}
+		if at, ok := r.offline[id]; ok && at < o.sess.DisconnectedAt {
+			rec := *o.sess // the broker's record, also the inner store's
+			rec.DisconnectedAt = at
+			o.sess = &rec
+			return
+		}
+		r.offline[id] = o.sess.DisconnectedAt
+	case opDeleteSession:
+		r.mu.Lock()
+		delete(r.offline, o.clientID)
+		r.mu.Unlock()
 	}
 }
 
@@ -287,6 +324,14 @@ func (r *replicator) snapshot(clientID string) []byte {
 	ls, ok := r.n.srv.ExportSession(clientID)
 	if !ok {
 		return nil
+	}
+	if ls.Session.DisconnectedAt != 0 {
+		// Offline: since its client went away, not since this export.
+		r.mu.Lock()
+		if at, ok := r.offline[clientID]; ok && at < ls.Session.DisconnectedAt {
+			ls.Session.DisconnectedAt = at
+		}
+		r.mu.Unlock()
 	}
 	stamp, node, _ := r.n.srv.ClaimOf(clientID)
 	var e Enc
