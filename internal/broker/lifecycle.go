@@ -72,6 +72,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, will *Message, wil
 
 		c.sess = sess
 		sess.client = c
+		sess.leftAt = 0
 		sess.online.Store(true)
 		sess.user.Store(&c.username)
 		sess.role.Store(uint32(c.role))
@@ -159,6 +160,7 @@ func (s *Server) detach(c *client, normal bool) {
 		return
 	}
 	sess.client = nil
+	sess.leftAt = time.Now().UnixNano()
 	sess.online.Store(false)
 	s.online.Add(-1)
 	will := sess.will

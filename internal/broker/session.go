@@ -87,6 +87,11 @@ type session struct {
 	// 0xFFFFFFFF = never.
 	expiryInterval uint32
 	expiryTimer    *time.Timer
+	// leftAt is when the client went away (unix nanos; 0 while online or
+	// unknown): the offline session's record carries it, so that a
+	// session rewritten later (a will fired, a snapshot for a replica, a
+	// restart) does not restart its expiry.
+	leftAt int64
 
 	will      *Message // will of the current/last connection, nil if none
 	willDelay uint32
@@ -527,7 +532,10 @@ func (s *session) sessionRecordLocked() *store.SessionRecord {
 		NextPacketID:   s.nextID,
 	}
 	if s.client == nil {
-		r.DisconnectedAt = time.Now().UnixNano()
+		r.DisconnectedAt = s.leftAt
+		if r.DisconnectedAt == 0 {
+			r.DisconnectedAt = time.Now().UnixNano()
+		}
 	}
 	// The will is part of the session state: while online it is due if
 	// the node crashes (the connection then ends abnormally); while

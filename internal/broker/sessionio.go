@@ -174,6 +174,7 @@ func (s *Server) importSession(ls *store.LoadedSession, now int64, cleanup store
 		return importResult{expired: true}
 	}
 	sess := newSession(s, r.ClientID)
+	sess.leftAt = r.DisconnectedAt
 	sess.stored = true
 	sess.expiryInterval = r.ExpiryInterval
 	sess.nextID = r.NextPacketID
