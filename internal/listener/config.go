@@ -11,15 +11,26 @@ import (
 
 // Protocol names accepted in Config.Protocol.
 const (
-	ProtocolMQTT = "mqtt" // MQTT over TCP (or TLS)
-	ProtocolWS   = "ws"   // MQTT over WebSocket (or WSS with TLS)
+	ProtocolMQTT    = "mqtt"     // MQTT over TCP (or TLS)
+	ProtocolWS      = "ws"       // MQTT over WebSocket (or WSS with TLS)
+	ProtocolStomp   = "stomp"    // STOMP over TCP (or TLS), served by the STOMP gateway
+	ProtocolStompWS = "stomp-ws" // STOMP over WebSocket (or WSS with TLS)
 )
+
+// IsWebSocket reports whether the protocol runs over WebSocket.
+func IsWebSocket(protocol string) bool { return protocol == ProtocolWS || protocol == ProtocolStompWS }
+
+// IsStomp reports whether the protocol is STOMP (served by the STOMP
+// gateway rather than the MQTT server).
+func IsStomp(protocol string) bool { return protocol == ProtocolStomp || protocol == ProtocolStompWS }
 
 // Defaults applied by New (and reported by Listener.Config) for zero values.
 const (
 	DefaultProxyHeaderTimeout = 5 * time.Second
 	DefaultHandshakeTimeout   = 10 * time.Second
 	DefaultWSPath             = "/mqtt"
+	// DefaultStompWSPath is the default ws_path of stomp-ws listeners.
+	DefaultStompWSPath = "/stomp"
 	// DefaultWSMaxFrame is the default limit on the payload of one
 	// WebSocket frame (1 MiB). Frames are streamed, never buffered whole, so
 	// the limit does not bound memory; it bounds how much a single frame may
@@ -37,7 +48,8 @@ const (
 type Config struct {
 	// Name is unique among listeners; it is used in logs and metrics.
 	Name string `yaml:"name"`
-	// Protocol is "mqtt" (MQTT over TCP) or "ws" (MQTT over WebSocket).
+	// Protocol is "mqtt" (MQTT over TCP), "ws" (MQTT over WebSocket),
+	// "stomp" (STOMP over TCP) or "stomp-ws" (STOMP over WebSocket).
 	Protocol string `yaml:"protocol"`
 	// Address is host:port; port 0 picks a free port (tests).
 	Address string `yaml:"address"`
@@ -121,11 +133,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("listener %q: "+format, append([]any{c.Name}, args...)...)
 	}
 	switch c.Protocol {
-	case ProtocolMQTT, ProtocolWS:
+	case ProtocolMQTT, ProtocolWS, ProtocolStomp, ProtocolStompWS:
 	case "":
-		return errf("protocol is required (%q or %q)", ProtocolMQTT, ProtocolWS)
+		return errf("protocol is required (%q, %q, %q or %q)", ProtocolMQTT, ProtocolWS, ProtocolStomp, ProtocolStompWS)
 	default:
-		return errf("unknown protocol %q (want %q or %q)", c.Protocol, ProtocolMQTT, ProtocolWS)
+		return errf("unknown protocol %q (want %q, %q, %q or %q)", c.Protocol, ProtocolMQTT, ProtocolWS, ProtocolStomp, ProtocolStompWS)
 	}
 	if c.Address == "" {
 		return errf("address is required (host:port)")
@@ -154,14 +166,14 @@ func (c *Config) Validate() error {
 	if c.HandshakeTimeout < 0 {
 		return errf("handshake_timeout must not be negative")
 	}
-	if c.Protocol != ProtocolWS {
+	if !IsWebSocket(c.Protocol) {
 		switch {
 		case c.WSPath != "":
-			return errf("ws_path only applies to protocol %q", ProtocolWS)
+			return errf("ws_path only applies to protocols %q and %q", ProtocolWS, ProtocolStompWS)
 		case c.WSMaxFrame != 0:
-			return errf("ws_max_frame only applies to protocol %q", ProtocolWS)
+			return errf("ws_max_frame only applies to protocols %q and %q", ProtocolWS, ProtocolStompWS)
 		case len(c.TrustedProxies) != 0:
-			return errf("trusted_proxies only applies to protocol %q (X-Forwarded-For); use proxy_protocol for mqtt", ProtocolWS)
+			return errf("trusted_proxies only applies to protocols %q and %q (X-Forwarded-For); use proxy_protocol for %s", ProtocolWS, ProtocolStompWS, c.Protocol)
 		}
 	}
 	if c.WSPath != "" {
@@ -213,9 +225,12 @@ func (c Config) withDefaults() Config {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	if c.Protocol == ProtocolWS {
+	if IsWebSocket(c.Protocol) {
 		if c.WSPath == "" {
 			c.WSPath = DefaultWSPath
+			if c.Protocol == ProtocolStompWS {
+				c.WSPath = DefaultStompWSPath
+			}
 		}
 		if c.WSMaxFrame == 0 {
 			c.WSMaxFrame = DefaultWSMaxFrame

@@ -27,6 +27,13 @@ func TestConfigValidate(t *testing.T) {
 			c.TLS = &TLSConfig{CertFile: "c", KeyFile: "k", ClientCAFile: "ca", RequireClientCert: true, MinVersion: "1.3"}
 		}, ""},
 		{"port 0", func(c *Config) { c.Address = ":0" }, ""},
+		{"valid stomp", func(c *Config) { c.Protocol = "stomp"; c.ProxyProtocol = true }, ""},
+		{"valid stomp-ws", func(c *Config) {
+			c.Protocol = "stomp-ws"
+			c.WSPath = "/"
+			c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		}, ""},
+		{"ws_path on stomp", func(c *Config) { c.Protocol = "stomp"; c.WSPath = "/stomp" }, "ws_path only applies"},
 		{"no name", func(c *Config) { c.Name = " " }, "name is required"},
 		{"no protocol", func(c *Config) { c.Protocol = "" }, "protocol is required"},
 		{"bad protocol", func(c *Config) { c.Protocol = "http" }, `unknown protocol "http"`},
@@ -143,6 +150,13 @@ func TestConfigDefaults(t *testing.T) {
 	m := Config{Name: "m", Protocol: "mqtt", Address: ":0"}.withDefaults()
 	if m.WSPath != "" || m.WSMaxFrame != 0 {
 		t.Fatalf("ws defaults applied to mqtt listener: %+v", m)
+	}
+	s := Config{Name: "s", Protocol: "stomp-ws", Address: ":0"}.withDefaults()
+	if s.WSPath != "/stomp" || s.WSMaxFrame != 1<<20 {
+		t.Fatalf("stomp-ws defaults: %+v", s)
+	}
+	if p := (Config{Name: "s", Protocol: "stomp", Address: ":0"}.withDefaults()); p.WSPath != "" {
+		t.Fatalf("ws defaults applied to a stomp listener: %+v", p)
 	}
 }
 

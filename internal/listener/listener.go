@@ -148,7 +148,7 @@ func New(cfg Config, log *slog.Logger) (Listener, error) {
 		return nil, fmt.Errorf("listener %q: %w", cfg.Name, err)
 	}
 	l.ln = ln.(*net.TCPListener)
-	l.direct = cfg.Protocol == ProtocolMQTT && cfg.TLS == nil && !cfg.ProxyProtocol
+	l.direct = (cfg.Protocol == ProtocolMQTT || cfg.Protocol == ProtocolStomp) && cfg.TLS == nil && !cfg.ProxyProtocol
 	if !l.direct {
 		l.wg.Add(1)
 		go l.acceptLoop()
@@ -371,7 +371,7 @@ func (l *listener) wrap(raw *net.TCPConn) (net.Conn, error) {
 		}
 		c = tc
 	}
-	if l.cfg.Protocol == ProtocolWS {
+	if IsWebSocket(l.cfg.Protocol) {
 		_ = raw.SetDeadline(time.Now().Add(l.cfg.HandshakeTimeout))
 		wc, err := l.upgradeWS(c)
 		if err != nil {

@@ -141,7 +141,9 @@ func (l *listener) upgradeWS(c net.Conn) (net.Conn, error) {
 		offeredMQTT, offeredV31 bool
 		xff                     []byte
 		xffSeen                 bool
+		stompProto              string // highest vNN.stomp offered (stomp-ws)
 	)
+	stomp := l.cfg.Protocol == ProtocolStompWS
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			if !wsPathMatches(uri, l.cfg.WSPath) {
@@ -158,6 +160,8 @@ func (l *listener) upgradeWS(c net.Conn) (net.Conn, error) {
 					offeredMQTT = true
 				case "mqttv3.1":
 					offeredV31 = true
+				case "v10.stomp", "v11.stomp", "v12.stomp":
+					stompProto = max(stompProto, string(bytes.TrimSpace(tok)))
 				}
 			}
 			return "", true
@@ -175,6 +179,14 @@ func (l *listener) upgradeWS(c net.Conn) (net.Conn, error) {
 			return nil
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if stomp {
+				// STOMP over WebSocket: the highest STOMP subprotocol
+				// offered, or none (as ActiveMQ and RabbitMQ accept).
+				if stompProto == "" {
+					return nil, nil
+				}
+				return ws.HandshakeHeaderString("Sec-WebSocket-Protocol: " + stompProto + "\r\n"), nil
+			}
 			switch {
 			case offeredMQTT:
 				return ws.HandshakeHeaderString("Sec-WebSocket-Protocol: mqtt\r\n"), nil
@@ -201,6 +213,10 @@ func (l *listener) upgradeWS(c net.Conn) (net.Conn, error) {
 	}
 	if !offeredMQTT {
 		wc.protocol = "mqttv3.1"
+	}
+	if stomp {
+		// STOMP clients (stomp.js) send text frames.
+		wc.protocol, wc.allowText = stompProto, true
 	}
 	_, wc.vectored = c.(*net.TCPConn)
 	if xffSeen {
@@ -283,7 +299,9 @@ type wsConn struct {
 	remote   net.Addr
 	maxFrame int64
 	protocol string
-	vectored bool // c is a *net.TCPConn: header and payload go out in one writev
+	// allowText accepts text frames as data (STOMP); MQTT refuses them.
+	allowText bool
+	vectored  bool // c is a *net.TCPConn: header and payload go out in one writev
 
 	rmu        sync.Mutex // serialises Read
 	remaining  int64      // payload bytes left in the current data frame
@@ -306,7 +324,7 @@ type wsConn struct {
 }
 
 // Subprotocol returns the negotiated WebSocket subprotocol ("mqtt" or
-// "mqttv3.1").
+// "mqttv3.1"; for stomp-ws "v12.stomp", "v11.stomp", "v10.stomp" or "").
 func (c *wsConn) Subprotocol() string { return c.protocol }
 
 func (c *wsConn) Read(p []byte) (int, error) {
@@ -399,10 +417,11 @@ func (c *wsConn) nextFrame() error {
 	copy(mask[:], b[n-4:n])
 
 	switch op {
-	case opText:
-		return c.fail(closeUnsupported, "text frames are not supported; MQTT uses binary frames")
-	case opBinary, opContinuation:
-		if op == opBinary && c.fragmented {
+	case opText, opBinary, opContinuation:
+		if op == opText && !c.allowText {
+			return c.fail(closeUnsupported, "text frames are not supported; MQTT uses binary frames")
+		}
+		if op != opContinuation && c.fragmented {
 			return c.fail(closeProtocolError, "new message started inside a fragmented message")
 		}
 		if op == opContinuation && !c.fragmented {

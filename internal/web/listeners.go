@@ -1,6 +1,10 @@
 package web
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/isobar-mq/isobar/internal/listener"
+)
 
 // ListenerInfo is one entry of GET /api/v1/listeners.
 type ListenerInfo struct {
@@ -25,7 +29,7 @@ func (s *Server) listeners(w http.ResponseWriter, r *http.Request) {
 		if c.TLS != nil {
 			li.ClientCerts = c.TLS.ClientCAFile != ""
 		}
-		if c.Protocol == "ws" {
+		if listener.IsWebSocket(c.Protocol) {
 			li.WSPath = c.WSPath
 		}
 		if s.opts.Metrics != nil {
