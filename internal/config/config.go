@@ -36,6 +36,9 @@ type Config struct {
 	// Cluster, when the section is present, makes this node a member of
 	// a cluster; nil = a single node.
 	Cluster *ClusterConfig `yaml:"cluster"`
+	// Stomp configures the STOMP gateway (listeners with protocol stomp
+	// or stomp-ws).
+	Stomp Stomp `yaml:"stomp"`
 }
 
 // ClusterConfig is the cluster: section (see docs/configuration.md). Zero
@@ -234,6 +237,7 @@ func Default() *Config {
 		ShutdownTimeout: 5 * time.Second,
 		HTTP:            web.DefaultConfig(),
 		SysInterval:     10 * time.Second,
+		Stomp:           DefaultStomp(),
 	}
 }
 
@@ -393,6 +397,9 @@ func (c *Config) Validate() error {
 		if err := c.validateCluster(); err != nil {
 			return err
 		}
+	}
+	if err := c.validateStomp(); err != nil {
+		return err
 	}
 	for i, r := range c.Auth.ACL {
 		switch r.Access {
