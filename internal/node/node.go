@@ -18,6 +18,8 @@ import (
 	"github.com/isobar-mq/isobar/internal/config"
 	"github.com/isobar-mq/isobar/internal/listener"
 	"github.com/isobar-mq/isobar/internal/metrics"
+	"github.com/isobar-mq/isobar/internal/stomp"
+	"github.com/isobar-mq/isobar/internal/stomp/queue"
 	"github.com/isobar-mq/isobar/internal/store"
 	"github.com/isobar-mq/isobar/internal/sys"
 	"github.com/isobar-mq/isobar/internal/web"
@@ -47,6 +49,10 @@ type Node struct {
 	// Cluster is this node's cluster member (nil for a single node).
 	Cluster *cluster.Node
 	reg     *prometheus.Registry
+
+	// Stomp is the STOMP gateway serving the stomp and stomp-ws
+	// listeners (nil when there are none).
+	Stomp *stomp.Gateway
 }
 
 // Start builds and starts a node from a configuration.
@@ -135,7 +141,17 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	if sec != nil {
 		n.Metrics.AuthStats = sec.Stats
 	}
+	if err := n.startStomp(cfg); err != nil {
+		for _, l := range n.Listeners {
+			_ = l.Close() // none is served yet
+		}
+		_ = n.Stop(context.Background())
+		return nil, err
+	}
 	for _, l := range n.Listeners {
+		if listener.IsStomp(l.Config().Protocol) {
+			continue // served by the STOMP gateway (startStomp)
+		}
 		go func(l listener.Listener) {
 			if err := srv.Serve(n.Metrics.WrapListener(netListener{l}, l.Config().Name), l.Config().Name); err != nil && !errors.Is(err, net.ErrClosed) {
 				log.Debug("listener stopped", "listener", l.Config().Name, "err", err)
@@ -264,9 +280,17 @@ func (n *Node) Stop(ctx context.Context) error {
 			// store for its restart (a drain hands them over instead).
 			_ = n.Cluster.Leave(2 * time.Second)
 		}
+		// The STOMP gateway goes before the broker it publishes into.
+		if n.Stomp != nil {
+			if err := n.Stomp.Close(); err != nil {
+				n.stopErr = err
+			}
+		}
 		// The broker stops first: meanwhile /readyz answers 503, so load
 		// balancers drain the node.
-		n.stopErr = n.Server.Shutdown(ctx)
+		if err := n.Server.Shutdown(ctx); err != nil || n.stopErr == nil {
+			n.stopErr = err
+		}
 		if err := n.HTTP.Close(ctx); err != nil && n.stopErr == nil {
 			n.stopErr = err
 		}
@@ -285,3 +309,58 @@ type netListener struct{ listener.Listener }
 func (l netListener) Accept() (net.Conn, error) { return l.Listener.Accept() }
 func (l netListener) Close() error              { return l.Listener.Close() }
 func (l netListener) Addr() net.Addr            { return l.Listener.Addr() }
+
+// startStomp starts the STOMP gateway when a listener speaks STOMP, and
+// serves those listeners with it. Its queues live in their own Pebble
+// database under the data directory (memory only with store mode memory)
+// unless stomp.queues.dir says otherwise.
+func (n *Node) startStomp(cfg *config.Config) error {
+	var stompLns []listener.Listener
+	for _, l := range n.Listeners {
+		if listener.IsStomp(l.Config().Protocol) {
+			stompLns = append(stompLns, l)
+		}
+	}
+	if len(stompLns) == 0 {
+		return nil
+	}
+	sc := &cfg.Stomp
+	dir := sc.Queues.Dir
+	if dir == "" && cfg.Store.Mode == "pebble" {
+		dir = filepath.Join(cfg.Store.DataDir, "stomp-queues")
+	}
+	var a broker.Auth
+	if n.Auth != nil {
+		a = n.Auth
+	}
+	hb := func(d time.Duration) time.Duration {
+		if d == 0 {
+			return -1 // 0 in the file disables heart-beating that way
+		}
+		return d
+	}
+	g, err := stomp.New(stomp.Options{
+		Server: n.Server, Auth: a,
+		Queues: queue.Options{Dir: dir, MaxMessages: sc.Queues.MaxMessages, MaxBytes: sc.Queues.MaxBytes,
+			MaxRedeliveries: sc.Queues.MaxRedeliveries, IdleTimeout: sc.Queues.IdleTimeout},
+		Limits:        stomp.Limits{MaxFrameSize: sc.MaxFrameSize, MaxHeaders: sc.MaxHeaders, MaxHeaderLine: sc.MaxHeaderLength},
+		HeartBeatSend: hb(sc.HeartBeatSend), HeartBeatReceive: hb(sc.HeartBeatReceive),
+		ConnectTimeout: sc.ConnectTimeout, WriteTimeout: sc.WriteTimeout,
+		MaxPendingBytes: sc.MaxPendingBytes, MaxSubscriptions: sc.MaxSubscriptions,
+		MaxTransactions: sc.MaxTransactions, MaxTxFrames: sc.MaxTransactionFrames,
+		Version: sys.BuildVersion(), Log: n.log, Registerer: n.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("stomp gateway: %w", err)
+	}
+	n.Stomp = g
+	for _, l := range stompLns {
+		name := l.Config().Name
+		go func() {
+			if err := g.Serve(n.Metrics.WrapListener(netListener{l}, name), name); err != nil && !errors.Is(err, net.ErrClosed) {
+				n.log.Debug("listener stopped", "listener", name, "err", err)
+			}
+		}()
+	}
+	return nil
+}

@@ -255,8 +255,10 @@ func inspectDir(dir string) (*pebble.DBDesc, error) {
 	for _, e := range entries {
 		// A lone LOCK file is what an interrupted first Open leaves; the
 		// node keeps its generated HTTP admin password beside the store
-		// (also in memory mode, so a later durable start must accept it).
-		if e.Name() != "LOCK" && e.Name() != "http-admin-password" {
+		// (also in memory mode, so a later durable start must accept it),
+		// and the STOMP gateway its queues' database (stomp-queues), which
+		// may be created before the first durable start.
+		if e.Name() != "LOCK" && e.Name() != "http-admin-password" && e.Name() != "stomp-queues" {
 			empty = false
 			break
 		}

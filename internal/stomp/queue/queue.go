@@ -509,6 +509,38 @@ func (s *Subscription) Nack(id uint64) bool {
 	return true
 }
 
+// Reject refuses a delivered message as ActiveMQ treats a STOMP NACK (a
+// poison acknowledgement): it is never offered again; a persistent one
+// moves to the dead-letter queue, a non-persistent one is dropped
+// (counted). It returns false if id is not a message delivered to s and
+// not yet acknowledged or given back.
+func (s *Subscription) Reject(id uint64) bool {
+	q := s.q
+	q.mu.Lock()
+	e := s.inflight[id]
+	if e == nil || s.closed {
+		q.mu.Unlock()
+		return false
+	}
+	delete(s.inflight, id)
+	q.n--
+	q.bytes -= e.size
+	q.scheduleLocked()
+	if e.msg.Persistent && q.name != DLQ {
+		q.mu.Unlock()
+		q.m.deadLetter(q, []*entry{e})
+		return true
+	}
+	q.dropped++
+	q.mu.Unlock()
+	q.m.total.Add(-1)
+	q.m.met.dropped.WithLabelValues("rejected").Inc()
+	if q.m.db != nil && e.msg.Persistent {
+		q.m.db.remove(q.name, e.msg.ID)
+	}
+	return true
+}
+
 // Ready tells the manager the consumer has room again after a Deliver
 // that returned false.
 func (s *Subscription) Ready() {

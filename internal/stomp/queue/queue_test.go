@@ -740,3 +740,42 @@ func BenchmarkSendDeliverAck(b *testing.B) {
 type consumerFunc func(*Message) bool
 
 func (f consumerFunc) Deliver(_ string, m *Message) bool { return f(m) }
+
+// Reject (a STOMP NACK, as ActiveMQ treats it): a persistent message goes
+// to the dead-letter queue at once, a non-persistent one is dropped;
+// neither is offered to a consumer again.
+func TestReject(t *testing.T) {
+	m := open(t, Options{})
+	c := &consumer{}
+	s, err := m.Subscribe("q", nil, 0, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, m, "q", "p", func(msg *Message) { msg.Persistent = true })
+	send(t, m, "q", "n")
+	waitFor(t, "2 messages", func() bool { return len(c.msgs()) == 2 })
+	for _, msg := range c.msgs() {
+		if !s.Reject(msg.ID) {
+			t.Fatalf("reject %s", msg.Body)
+		}
+	}
+	if s.Reject(c.msgs()[0].ID) {
+		t.Fatal("rejected twice")
+	}
+	settle()
+	if len(c.msgs()) != 2 {
+		t.Fatalf("offered again after Reject: %s", c.bodies())
+	}
+	if qi := info(m, "q"); qi.Messages != 0 || qi.Dropped != 2 {
+		t.Fatalf("queue after rejects: %+v", qi)
+	}
+	d := &consumer{}
+	if _, err := m.Subscribe(DLQ, nil, 0, d); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the persistent message in the DLQ", func() bool { return len(d.msgs()) == 1 })
+	settle()
+	if got := d.bodies(); got != "p" {
+		t.Fatalf("DLQ holds %s", got)
+	}
+}
