@@ -37,6 +37,8 @@ Scenarios:
            (see scripts/bench-compare and isobar-bench compare --help)
   cluster  the same scenarios on one node and on a 3-node Isobar cluster
            (see scripts/bench-cluster and isobar-bench cluster --help)
+  stomp    STOMP throughput and latency on ActiveMQ 5.17 and Isobar, and
+           Isobar's MQTT path for the same pattern (isobar-bench stomp --help)
 
 Counts cover the whole run, rates and latency the measurement window
 (after --warmup, for --duration). Exit status: 0 clean run, 1 faults seen
@@ -68,6 +70,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if args[0] == "cluster" {
 		return clusterMain(args[1:], stdout, stderr)
+	}
+	if args[0] == "stomp" {
+		return stompMain(args[1:], stdout, stderr)
 	}
 	cfg, opts, err := ParseArgs(args, stderr)
 	if err != nil {
