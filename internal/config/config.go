@@ -39,6 +39,8 @@ type Config struct {
 	// Stomp configures the STOMP gateway (listeners with protocol stomp
 	// or stomp-ws).
 	Stomp Stomp `yaml:"stomp"`
+	// WIS2 configures the WIS2 Global Broker relay (nil: off).
+	WIS2 *WIS2 `yaml:"wis2"`
 }
 
 // ClusterConfig is the cluster: section (see docs/configuration.md). Zero
@@ -400,6 +402,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateStomp(); err != nil {
 		return err
+	}
+	if c.WIS2 != nil {
+		if err := c.validateWIS2(); err != nil {
+			return err
+		}
 	}
 	for i, r := range c.Auth.ACL {
 		switch r.Access {

@@ -23,6 +23,8 @@ import (
 	"github.com/isobar-mq/isobar/internal/store"
 	"github.com/isobar-mq/isobar/internal/sys"
 	"github.com/isobar-mq/isobar/internal/web"
+	"github.com/isobar-mq/isobar/internal/wis2/dedup"
+	"github.com/isobar-mq/isobar/internal/wis2/relay"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -53,6 +55,12 @@ type Node struct {
 	// Stomp is the STOMP gateway serving the stomp and stomp-ws
 	// listeners (nil when there are none).
 	Stomp *stomp.Gateway
+
+	// WIS2 is the WIS2 Global Broker relay (nil without a wis2 section),
+	// wis2Store its de-duplication store.
+	WIS2      *relay.Relay
+	wis2Store dedup.Store
+	name      string
 }
 
 // Start builds and starts a node from a configuration.
@@ -161,6 +169,13 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	if err := n.startManagement(cfg); err != nil {
 		_ = n.Stop(context.Background())
 		return nil, err
+	}
+	if cfg.WIS2 != nil {
+		n.name = cfg.NodeName
+		if err := n.startWIS2(cfg); err != nil {
+			_ = n.Stop(context.Background())
+			return nil, fmt.Errorf("wis2: %w", err)
+		}
 	}
 	return n, nil
 }
@@ -280,7 +295,11 @@ func (n *Node) Stop(ctx context.Context) error {
 			// store for its restart (a drain hands them over instead).
 			_ = n.Cluster.Leave(2 * time.Second)
 		}
-		// The STOMP gateway goes before the broker it publishes into.
+		// The relay and the STOMP gateway go before the broker they
+		// publish into.
+		if err := n.stopWIS2(); err != nil {
+			n.stopErr = err
+		}
 		if n.Stomp != nil {
 			if err := n.Stomp.Close(); err != nil {
 				n.stopErr = err
@@ -301,6 +320,13 @@ func (n *Node) Stop(ctx context.Context) error {
 		}
 	})
 	return n.stopErr
+}
+
+// stompCluster adapts the cluster node to the STOMP gateway's seam.
+type stompCluster struct{ *cluster.Node }
+
+func (c stompCluster) Service(name string, h func(from string, body []byte)) func(node string, body []byte) bool {
+	return c.Node.Service(name, h).Send
 }
 
 // netListener adapts listener.Listener to net.Listener.
@@ -339,8 +365,12 @@ func (n *Node) startStomp(cfg *config.Config) error {
 		}
 		return d
 	}
+	var qc stomp.Cluster // queues cluster-wide when clustered
+	if n.Cluster != nil {
+		qc = stompCluster{n.Cluster}
+	}
 	g, err := stomp.New(stomp.Options{
-		Server: n.Server, Auth: a,
+		Server: n.Server, Auth: a, Cluster: qc,
 		Queues: queue.Options{Dir: dir, MaxMessages: sc.Queues.MaxMessages, MaxBytes: sc.Queues.MaxBytes,
 			MaxRedeliveries: sc.Queues.MaxRedeliveries, IdleTimeout: sc.Queues.IdleTimeout},
 		Limits:        stomp.Limits{MaxFrameSize: sc.MaxFrameSize, MaxHeaders: sc.MaxHeaders, MaxHeaderLine: sc.MaxHeaderLength},
