@@ -48,6 +48,10 @@ type WIS2Dedup struct {
 	KeyPrefix string   `yaml:"key_prefix"`
 	// MaxEntries bounds the memory backend.
 	MaxEntries int `yaml:"max_entries"`
+	// MinReplicas makes a confirmation wait until that many Redis
+	// replicas have it (WAIT), so that a failover cannot forget it; nil =
+	// 1 with cluster, 0 otherwise.
+	MinReplicas *int `yaml:"min_replicas"`
 }
 
 // WIS2Checks says what each check does with a failing message: discard
@@ -65,6 +69,10 @@ type WIS2Checks struct {
 	// io-wis2dev-*-test).
 	CentreRegistry bool     `yaml:"centre_registry"`
 	CentreAllow    []string `yaml:"centre_allow"`
+	// GTSGateway accepts the GTS-to-WIS2 gateways' topics (centre-ids
+	// ending in -gts-to-wis2: levels 7 on are the GTS abbreviated heading
+	// T1/T2/A1/A2/ii/CCCC); nil = true.
+	GTSGateway *bool `yaml:"gts_gateway"`
 	// Hierarchy replaces the embedded WIS2 Topic Hierarchy: a directory
 	// laid out as the published bundle, or wth-bundle.zip (reloaded on
 	// SIGHUP).
@@ -137,6 +145,16 @@ func (c *Config) validateWIS2() error {
 	if d.Backend == "memory" && c.Cluster != nil && w.Redundancy != 1 {
 		return errors.New("wis2.dedup: backend memory de-duplicates on one node only: in a cluster use backend redis (or redundancy 1 and accept duplicates when a source moves)")
 	}
+	if d.MinReplicas == nil {
+		n := 0
+		if d.Cluster {
+			n = 1
+		}
+		d.MinReplicas = &n
+	}
+	if *d.MinReplicas < 0 {
+		return errors.New("wis2.dedup.min_replicas: must not be negative")
+	}
 	if d.MaxEntries == 0 {
 		d.MaxEntries = 1_000_000
 	}
@@ -163,6 +181,10 @@ func (c *Config) validateWIS2() error {
 	case "current", "2024":
 	default:
 		return fmt.Errorf("wis2.checks.topic_profile: %q is not current or 2024", ch.TopicProfile)
+	}
+	if ch.GTSGateway == nil {
+		on := true
+		ch.GTSGateway = &on
 	}
 	if ch.Metadata != "off" && ch.MetadataFile == "" {
 		return errors.New("wis2.checks.metadata_file: required when the metadata check is on")

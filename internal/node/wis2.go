@@ -39,7 +39,8 @@ func (n *Node) startWIS2(cfg *config.Config) error {
 		return fmt.Errorf("wis2.checks.schema: %w", err)
 	}
 	tc := wis2.TopicCheck{Profile: wis2.Profile(w.Checks.TopicProfile),
-		Centres: wis2.CentrePolicy{Registry: w.Checks.CentreRegistry, Allow: w.Checks.CentreAllow}}
+		Centres:    wis2.CentrePolicy{Registry: w.Checks.CentreRegistry, Allow: w.Checks.CentreAllow},
+		GTSGateway: *w.Checks.GTSGateway}
 	if err := tc.Validate(); err != nil {
 		return fmt.Errorf("wis2.checks: %w", err)
 	}
@@ -67,7 +68,7 @@ func (n *Node) startWIS2(cfg *config.Config) error {
 		}
 		rs, err := dedup.NewRedis(dedup.RedisOptions{Addrs: w.Dedup.Addrs, Cluster: w.Dedup.Cluster,
 			Username: w.Dedup.Username, Password: w.Dedup.Password, TLS: tlsc, KeyPrefix: w.Dedup.KeyPrefix,
-			Log: log, Registerer: n.reg})
+			MinReplicas: *w.Dedup.MinReplicas, Log: log, Registerer: n.reg})
 		if err != nil {
 			return fmt.Errorf("wis2.dedup: %w", err)
 		}
@@ -203,7 +204,14 @@ func (d dedupAdapter) Claim(ctx context.Context, id string, lease time.Duration)
 }
 
 func (d dedupAdapter) Confirm(ctx context.Context, id, token string, ttl time.Duration) error {
-	return d.s.Confirm(ctx, id, dedup.Token(token), ttl)
+	err := d.s.Confirm(ctx, id, dedup.Token(token), ttl)
+	if errors.Is(err, dedup.ErrNotReplicated) || errors.Is(err, dedup.ErrNotHolder) {
+		// Marked on the primary (no replica attached or one lagging), or
+		// taken over by another holder after our lease: nothing a retry
+		// can improve.
+		return nil
+	}
+	return err
 }
 
 func (d dedupAdapter) Release(ctx context.Context, id, token string) error {

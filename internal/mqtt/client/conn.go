@@ -32,7 +32,10 @@ type conn struct {
 	ackMu sync.Mutex // held while acknowledgements are dequeued and written, to keep their order
 	// Guarded by c.mu:
 	pending []*Message // inbound QoS 1/2 messages in arrival order, acknowledged from the head
-	dead    bool
+	// overLimit is set once the server exceeded the advertised Receive
+	// Maximum on this connection (logged once).
+	overLimit bool
+	dead      bool
 }
 
 // write sends one or more complete packets. A failure closes the

@@ -75,6 +75,10 @@ func (cn *conn) flushAcks() {
 	}
 }
 
+// maxPending bounds the inbound QoS 1/2 messages awaiting acknowledgement
+// on one connection: no more packet identifiers exist.
+const maxPending = 65535
+
 // handlePublish hands an inbound PUBLISH to the Handler.
 func (c *Client) handlePublish(cn *conn, p *packet.Publish) error {
 	if p.Props.Has(packet.PropTopicAlias) {
@@ -85,9 +89,20 @@ func (c *Client) handlePublish(cn *conn, p *packet.Publish) error {
 	if p.QoS > 0 {
 		m.c, m.id = c, p.PacketID
 		c.mu.Lock()
-		if cn.version == packet.V5 && len(cn.pending) >= int(c.cfg.ReceiveMaximum) {
+		if len(cn.pending) >= maxPending {
 			c.mu.Unlock()
-			return &protoErr{packet.ReceiveMaximumExceeded, fmt.Sprintf("more than %d unacknowledged QoS 1/2 messages", c.cfg.ReceiveMaximum)}
+			return &protoErr{packet.ReceiveMaximumExceeded, fmt.Sprintf("more than %d unacknowledged QoS 1/2 messages", maxPending)}
+		}
+		if cn.version == packet.V5 && len(cn.pending) >= int(c.cfg.ReceiveMaximum) && !cn.overLimit {
+			// The spec has the client disconnect (0x93) here, but
+			// servers in the field (mosquitto 2.0.11, when the
+			// acknowledgements are slow) send more than the Receive
+			// Maximum; a bridge that disconnected would only get the
+			// same messages again, in a loop. Tolerated, up to the
+			// packet identifier space, and logged once per connection.
+			cn.overLimit = true
+			c.log.Warn("the server sends more unacknowledged QoS 1/2 messages than the Receive Maximum; tolerated",
+				"receive_maximum", c.cfg.ReceiveMaximum)
 		}
 		if p.QoS == 2 {
 			if old := c.qos2In[p.PacketID]; old != nil {

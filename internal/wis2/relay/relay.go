@@ -537,17 +537,37 @@ func (r *Relay) publishOnce(pub *broker.Publisher, it *item, id string, dedup bo
 		return
 	}
 	if dedup {
-		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
-		if err := r.deps.Dedup.Confirm(ctx, id, token, r.cfg.DedupTTL); err != nil {
-			// Published: a copy arriving after the lease may be published
-			// again (a duplicate, never a loss).
-			r.met.dedupErrors.Inc()
-			r.log.Warn("wis2 relay: confirming a published id failed", "id", id, "err", err)
-		}
-		cancel()
+		r.confirm(id, token)
 	}
 	r.met.published.WithLabelValues(src, rb).Inc()
 	it.in.Ack()
+}
+
+// confirm marks a published id, retrying (a store failover) until the
+// claim's lease would end: a lease that expired unconfirmed lets a later
+// copy be published again (a duplicate, never a loss).
+func (r *Relay) confirm(id, token string) {
+	deadline := time.Now().Add(r.cfg.DedupLease)
+	for {
+		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
+		err := r.deps.Dedup.Confirm(ctx, id, token, r.cfg.DedupTTL)
+		cancel()
+		if err == nil {
+			return
+		}
+		r.met.dedupErrors.Inc()
+		if time.Now().After(deadline) || r.ctx.Err() != nil {
+			r.log.Warn("wis2 relay: confirming a published id failed", "id", id, "err", err)
+			return
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-r.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
 }
 
 // failed handles a local publish failure: the claim is released (another
