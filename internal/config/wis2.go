@@ -24,7 +24,7 @@ type WIS2 struct {
 	Workers int `yaml:"workers"`
 	// Redundancy is how many nodes of a cluster subscribe to each source
 	// (the de-duplication store makes one republication per id out of
-	// their copies); 0 = every node.
+	// their copies); only 0, every node, is implemented.
 	Redundancy int `yaml:"redundancy"`
 }
 
@@ -74,8 +74,8 @@ type WIS2Checks struct {
 	// T1/T2/A1/A2/ii/CCCC); nil = true.
 	GTSGateway *bool `yaml:"gts_gateway"`
 	// Hierarchy replaces the embedded WIS2 Topic Hierarchy: a directory
-	// laid out as the published bundle, or wth-bundle.zip (reloaded on
-	// SIGHUP).
+	// laid out as the published bundle, or wth-bundle.zip (read at
+	// start).
 	Hierarchy string `yaml:"hierarchy"`
 	// Schema replaces the notification schema check's rules with the
 	// official WNM JSON Schema from this file.
@@ -142,8 +142,8 @@ func (c *Config) validateWIS2() error {
 	if d.Backend == "redis" && len(d.Addrs) == 0 {
 		return errors.New("wis2.dedup.addrs: required with backend redis")
 	}
-	if d.Backend == "memory" && c.Cluster != nil && w.Redundancy != 1 {
-		return errors.New("wis2.dedup: backend memory de-duplicates on one node only: in a cluster use backend redis (or redundancy 1 and accept duplicates when a source moves)")
+	if d.Backend == "memory" && c.Cluster != nil {
+		return errors.New("wis2.dedup: backend memory de-duplicates on one node only: in a cluster every node relays, use backend redis")
 	}
 	if d.MinReplicas == nil {
 		n := 0
@@ -195,8 +195,11 @@ func (c *Config) validateWIS2() error {
 	if w.Workers == 0 {
 		w.Workers = 16
 	}
-	if w.Workers < 0 || w.Redundancy < 0 {
-		return errors.New("wis2: workers and redundancy must not be negative")
+	if w.Workers < 0 {
+		return errors.New("wis2.workers: must not be negative")
+	}
+	if w.Redundancy != 0 {
+		return errors.New("wis2.redundancy: only 0 (every node subscribes to every source) is implemented")
 	}
 	seen := map[string]bool{}
 	for i := range w.Sources {
