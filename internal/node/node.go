@@ -322,13 +322,6 @@ func (n *Node) Stop(ctx context.Context) error {
 	return n.stopErr
 }
 
-// stompCluster adapts the cluster node to the STOMP gateway's seam.
-type stompCluster struct{ *cluster.Node }
-
-func (c stompCluster) Service(name string, h func(from string, body []byte)) func(node string, body []byte) bool {
-	return c.Node.Service(name, h).Send
-}
-
 // netListener adapts listener.Listener to net.Listener.
 type netListener struct{ listener.Listener }
 
@@ -365,12 +358,8 @@ func (n *Node) startStomp(cfg *config.Config) error {
 		}
 		return d
 	}
-	var qc stomp.Cluster // queues cluster-wide when clustered
-	if n.Cluster != nil {
-		qc = stompCluster{n.Cluster}
-	}
 	g, err := stomp.New(stomp.Options{
-		Server: n.Server, Auth: a, Cluster: qc,
+		Server: n.Server, Auth: a,
 		Queues: queue.Options{Dir: dir, MaxMessages: sc.Queues.MaxMessages, MaxBytes: sc.Queues.MaxBytes,
 			MaxRedeliveries: sc.Queues.MaxRedeliveries, IdleTimeout: sc.Queues.IdleTimeout},
 		Limits:        stomp.Limits{MaxFrameSize: sc.MaxFrameSize, MaxHeaders: sc.MaxHeaders, MaxHeaderLine: sc.MaxHeaderLength},

@@ -399,6 +399,9 @@ func (c *Client) handle(cn *conn, pkt any) error {
 		c.handleSuback(p)
 		return nil
 	case *packet.Unsuback:
+		c.mu.Lock()
+		delete(c.subIDs, p.PacketID)
+		c.mu.Unlock()
 		return nil
 	case packet.Type:
 		if p == packet.PINGRESP {
