@@ -114,6 +114,7 @@ type Node struct {
 	inSeqs   map[string]uint64     // committed sequence of departed peer objects, by name/start
 
 	repl *replicator // nil without replication
+	svc  serviceRegistry
 
 	ihMu   sync.Mutex
 	ihash  uint64 // digest of our interest (sum of routeHash)
@@ -242,6 +243,7 @@ func (n *Node) memberEvent(ev MemberEvent) {
 			n.mu.Unlock()
 			p.startDialer()
 			n.log.Info("cluster member joined", "node", m.Name, "addr", m.Addr)
+			n.servicesChanged()
 			return
 		}
 		p.setAddr(m.Addr)
@@ -273,6 +275,7 @@ func (n *Node) memberEvent(ev MemberEvent) {
 		if p != nil {
 			n.log.Warn("cluster member gone", "node", m.Name, "how", ev.Kind.String())
 			p.gone()
+			n.servicesPeerDown(m.Name)
 			if n.repl != nil {
 				n.wg.Add(1)
 				go func() {
@@ -352,6 +355,9 @@ func (n *Node) acceptLink(conn net.Conn, info PeerInfo) {
 		delete(n.inbound, info.Name)
 	}
 	n.mu.Unlock()
+	// Before the next link from this peer is processed (it waits for
+	// inMu), so services see the loss before that link's messages.
+	n.servicesPeerDown(info.Name)
 }
 
 func (n *Node) linkConfig() LinkConfig {

@@ -39,6 +39,7 @@ const (
 	FrameReplDrop
 	FrameRouteDigest
 	FrameRouteResync
+	FrameService
 )
 
 var frameTypeNames = [...]string{
@@ -63,6 +64,7 @@ var frameTypeNames = [...]string{
 	FrameReplDrop:       "ReplDrop",
 	FrameRouteDigest:    "RouteDigest",
 	FrameRouteResync:    "RouteResync",
+	FrameService:        "Service",
 }
 
 // String returns the type's name, or FrameType(N) for an unknown type.

@@ -308,6 +308,8 @@ func (in *inbound) process(l *Link, p *peer, f inFrame) error {
 		return n.handleSessionMerge(f.body)
 	case FrameHandoff:
 		return n.handleHandoff(l, f.body)
+	case FrameService:
+		return n.handleService(p.name, f.body)
 	case FrameReplOps, FrameReplSnapshot, FrameReplDrop:
 		if n.repl == nil {
 			return nil // replication off here: ignored

@@ -143,6 +143,7 @@ func (p *peer) up(l *Link) {
 	p.sendRouteSnapshot(l)
 	p.n.sendRetainedDigest(l)
 	p.n.sendSessionDigest(l)
+	p.n.servicesChanged()
 	if r := p.n.repl; r != nil {
 		p.n.wg.Add(1)
 		go func() {
@@ -162,6 +163,7 @@ func (p *peer) down(l *Link, err error) {
 	if err != nil {
 		p.n.log.Info("cluster link down", "node", p.name, "err", err)
 	}
+	p.n.servicesPeerDown(p.name)
 }
 
 // handleReply handles what the peer sends back on our outbound link.
