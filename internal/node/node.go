@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/isobar-mq/isobar/internal/bridge"
 	"github.com/isobar-mq/isobar/internal/broker"
 	"github.com/isobar-mq/isobar/internal/cluster"
 	"github.com/isobar-mq/isobar/internal/config"
@@ -61,6 +62,9 @@ type Node struct {
 	WIS2      *relay.Relay
 	wis2Store dedup.Store
 	name      string
+
+	// Bridges runs the bridges: section's links (nil without one).
+	Bridges *bridge.Engine
 }
 
 // Start builds and starts a node from a configuration.
@@ -110,6 +114,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		}
 		opts.Store = cn.WrapStore(inner)
 	}
+	bi := wrapBridgeInterest(cfg, &opts)
 	srv := broker.New(opts, log, a)
 	if err := srv.Restore(); err != nil {
 		_ = srv.Shutdown(context.Background())
@@ -176,6 +181,10 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 			_ = n.Stop(context.Background())
 			return nil, fmt.Errorf("wis2: %w", err)
 		}
+	}
+	if err := n.startBridges(cfg, bi); err != nil {
+		_ = n.Stop(context.Background())
+		return nil, fmt.Errorf("bridges: %w", err)
 	}
 	return n, nil
 }
@@ -300,6 +309,9 @@ func (n *Node) Stop(ctx context.Context) error {
 		if err := n.stopWIS2(); err != nil {
 			n.stopErr = err
 		}
+		if err := n.stopBridges(); err != nil {
+			n.stopErr = err
+		}
 		if n.Stomp != nil {
 			if err := n.Stomp.Close(); err != nil {
 				n.stopErr = err
@@ -320,6 +332,13 @@ func (n *Node) Stop(ctx context.Context) error {
 		}
 	})
 	return n.stopErr
+}
+
+// stompCluster adapts the cluster node to the STOMP gateway's seam.
+type stompCluster struct{ *cluster.Node }
+
+func (c stompCluster) Service(name string, h func(from string, body []byte)) func(node string, body []byte) bool {
+	return c.Node.Service(name, h).Send
 }
 
 // netListener adapts listener.Listener to net.Listener.
@@ -358,8 +377,12 @@ func (n *Node) startStomp(cfg *config.Config) error {
 		}
 		return d
 	}
+	var qc stomp.Cluster // queues cluster-wide when clustered
+	if n.Cluster != nil {
+		qc = stompCluster{n.Cluster}
+	}
 	g, err := stomp.New(stomp.Options{
-		Server: n.Server, Auth: a,
+		Server: n.Server, Auth: a, Cluster: qc,
 		Queues: queue.Options{Dir: dir, MaxMessages: sc.Queues.MaxMessages, MaxBytes: sc.Queues.MaxBytes,
 			MaxRedeliveries: sc.Queues.MaxRedeliveries, IdleTimeout: sc.Queues.IdleTimeout},
 		Limits:        stomp.Limits{MaxFrameSize: sc.MaxFrameSize, MaxHeaders: sc.MaxHeaders, MaxHeaderLine: sc.MaxHeaderLength},

@@ -62,7 +62,7 @@ type subscription struct {
 	filter  string // MQTT filter (topics)
 	trusted bool   // temporary topic of this connection: no ACL
 
-	qsub  *queue.Subscription // queue subscriptions; set before ready closes
+	qsub  queueSub // queue subscriptions; set before ready closes
 	ready chan struct{}
 
 	// Guarded by c.mu.
@@ -124,7 +124,7 @@ func newConn(g *Gateway, nc net.Conn, name string) *conn {
 	_, _ = rand.Read(b[:])
 	c := &conn{
 		g: g, nc: nc, listener: name, remote: nc.RemoteAddr().String(),
-		sid:        "stomp-" + hex.EncodeToString(b[:]),
+		sid:        "stomp-" + g.sidTag + hex.EncodeToString(b[:]),
 		subs:       make(map[string]*subscription),
 		txs:        make(map[string]*transaction),
 		tempQueues: make(map[string]bool),
@@ -294,7 +294,7 @@ func (c *conn) cleanup() {
 	clear(c.subs)
 	clear(c.txs)
 	for q := range c.tempQueues {
-		c.g.queues.Delete(q)
+		c.g.qs.Delete(q)
 	}
 }
 
@@ -640,7 +640,7 @@ func (c *conn) handleSend(f *Frame) error {
 			return err
 		}
 		c.g.m.messagesIn.WithLabelValues("queue").Inc()
-		if err := c.g.queues.Send(d.queue, m); err != nil {
+		if err := c.g.qs.Send(d.queue, m); err != nil {
 			switch {
 			case errors.Is(err, queue.ErrFull):
 				return protoErr("queue_full", "queue %s is full", clip(d.name))
@@ -738,7 +738,7 @@ func (c *conn) handleSubscribe(f *Frame) error {
 		} else {
 			s.dstName = prefixTempQueue + d.name
 		}
-		qs, err := c.g.queues.Subscribe(d.queue, s.sel, s.window, (*queueConsumer)(s))
+		qs, err := c.g.qs.Subscribe(d.queue, s.sel, s.window, (*queueConsumer)(s))
 		if err != nil {
 			close(s.ready)
 			return protoErr("queue", "cannot subscribe to %s: %v", clip(ds), err)

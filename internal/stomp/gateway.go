@@ -68,6 +68,13 @@ type Options struct {
 	MaxTransactions, MaxTxFrames int
 	// Version is the broker version for the CONNECTED server header.
 	Version string
+	// Cluster, when set, makes queues cluster-wide: each queue lives at
+	// one owner node, SENDs and consumers on other nodes go there (see
+	// docs/stomp.md, "Queues in a cluster"). Nil: queues are this node's.
+	Cluster Cluster
+	// ClusterTimeout bounds the wait for a queue's owner to store a SEND
+	// forwarded to it (default DefaultClusterTimeout).
+	ClusterTimeout time.Duration
 	// Log and Registerer: nil = discard / not registered.
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
@@ -79,6 +86,8 @@ type Gateway struct {
 	srv    *broker.Server
 	log    *slog.Logger
 	queues *queue.Manager
+	qs     queueBackend // queues as the connections use them: local, or cluster-wide
+	sidTag string       // in a cluster, names this node in session ids (temporary queues)
 	m      *metrics
 
 	mu     sync.Mutex
@@ -169,8 +178,20 @@ func New(o Options) (*Gateway, error) {
 		m.unregister(o.Registerer)
 		return nil, err
 	}
+	var qs queueBackend = localQueues{qm}
+	sidTag := ""
+	if o.Cluster != nil {
+		sidTag = nodeTag(o.Cluster.Name()) + "-"
+		cq, err := newCQueues(qm, o.Cluster, o.ClusterTimeout, log, o.Registerer)
+		if err != nil {
+			_ = qm.Close()
+			m.unregister(o.Registerer)
+			return nil, err
+		}
+		qs = cq
+	}
 	return &Gateway{
-		opts: o, srv: o.Server, log: log, queues: qm, m: m, maxQoS: o.Server.Options().MaxQoS,
+		opts: o, srv: o.Server, log: log, queues: qm, qs: qs, sidTag: sidTag, m: m, maxQoS: o.Server.Options().MaxQoS,
 		lns: make(map[net.Listener]struct{}), conns: make(map[*conn]struct{}), perLn: make(map[string]int),
 	}, nil
 }
@@ -264,6 +285,7 @@ func (g *Gateway) Close() error {
 		c.shutdown()
 	}
 	g.wg.Wait()
+	g.qs.Close()
 	err := g.queues.Close()
 	g.m.unregister(g.opts.Registerer)
 	return err
