@@ -40,6 +40,7 @@ const (
 	FrameRouteDigest
 	FrameRouteResync
 	FrameService
+	FrameReplResync
 )
 
 var frameTypeNames = [...]string{
@@ -65,6 +66,7 @@ var frameTypeNames = [...]string{
 	FrameRouteDigest:    "RouteDigest",
 	FrameRouteResync:    "RouteResync",
 	FrameService:        "Service",
+	FrameReplResync:     "ReplResync",
 }
 
 // String returns the type's name, or FrameType(N) for an unknown type.

@@ -85,7 +85,7 @@ func TestFrameDeclaredLengthDoesNotAllocateAhead(t *testing.T) {
 func TestFrameTypeString(t *testing.T) {
 	want := []string{"Ping", "Pong", "RouteSnapshot", "RouteAdd", "RouteDel", "Publish", "Ack", "Retain",
 		"RetainDigest", "Claim", "ClaimReply", "SessionDeliver", "SessionDigest", "SessionMerge", "Handoff", "HandoffReply",
-		"ReplOps", "ReplSnapshot", "ReplDrop", "RouteDigest", "RouteResync", "Service"}
+		"ReplOps", "ReplSnapshot", "ReplDrop", "RouteDigest", "RouteResync", "Service", "ReplResync"}
 	for i, w := range want {
 		if got := FrameType(i + 1).String(); got != w {
 			t.Errorf("FrameType(%d) = %q, want %q", i+1, got, w)
@@ -94,7 +94,7 @@ func TestFrameTypeString(t *testing.T) {
 	if FramePing != 1 || FrameHandoffReply != 16 || FrameReplDrop != 19 {
 		t.Fatal("frame type values moved: they are the wire format")
 	}
-	if FrameType(0).String() != "FrameType(0)" || FrameType(23).String() != "FrameType(23)" {
+	if FrameType(0).String() != "FrameType(0)" || FrameType(24).String() != "FrameType(24)" {
 		t.Fatal("unknown types")
 	}
 }

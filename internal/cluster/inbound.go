@@ -310,7 +310,7 @@ func (in *inbound) process(l *Link, p *peer, f inFrame) error {
 		return n.handleHandoff(l, f.body)
 	case FrameService:
 		return n.handleService(p.name, f.body)
-	case FrameReplOps, FrameReplSnapshot, FrameReplDrop:
+	case FrameReplOps, FrameReplSnapshot, FrameReplDrop, FrameReplResync:
 		if n.repl == nil {
 			return nil // replication off here: ignored
 		}
@@ -319,8 +319,10 @@ func (in *inbound) process(l *Link, p *peer, f inFrame) error {
 			return n.repl.applyOps(p.name, f.body)
 		case FrameReplSnapshot:
 			return n.repl.applySnapshot(p.name, f.body)
+		case FrameReplResync:
+			return n.repl.resync(p.name, l, f.body)
 		default:
-			return n.repl.applyDrop(f.body)
+			return n.repl.applyDrop(p.name, f.body)
 		}
 	}
 	return nil

@@ -80,6 +80,9 @@ type replicator struct {
 	// with the time it is written (an export, a later update), and a copy
 	// promoted from a record stamped later would expire late.
 	offline map[string]int64
+	// resyncAsked (replica side): when a snapshot was last asked for a
+	// session whose changes arrived with no copy here.
+	resyncAsked map[string]time.Time
 
 	shipped   atomic.Uint64
 	promoted  atomic.Uint64
@@ -108,7 +111,7 @@ type replica struct {
 }
 
 func newReplicator(n *Node, k int, standby bool) *replicator {
-	return &replicator{n: n, k: k, standby: standby, placed: make(map[string][]string), offline: make(map[string]int64),
+	return &replicator{n: n, k: k, standby: standby, placed: make(map[string][]string), offline: make(map[string]int64), resyncAsked: make(map[string]time.Time),
 		held: make(map[string]*replica), deleted: make(map[broker.MessageID]int64)}
 }
 
@@ -453,7 +456,33 @@ func (r *replicator) applySnapshot(owner string, body []byte) error {
 	return nil
 }
 
-func (r *replicator) applyDrop(body []byte) error {
+// resync answers a replica node that received changes of a session it
+// holds no copy of: it gets a snapshot, if the session is still here.
+func (r *replicator) resync(from string, l *Link, body []byte) error {
+	d := Dec{B: body}
+	id := d.String()
+	if d.Err != nil {
+		return d.Err
+	}
+	if _, _, ok := r.n.srv.ClaimOf(id); !ok {
+		return nil
+	}
+	r.mu.Lock()
+	placed := slices.Contains(r.placed[id], from)
+	r.mu.Unlock()
+	if !placed {
+		return nil // not a replica of it (any more): nothing to send
+	}
+	snap := r.snapshot(id)
+	if snap == nil {
+		return nil
+	}
+	l.Send(FrameReplSnapshot, snap, true)
+	r.n.log.Info("cluster: replica resent to a node that had lost it", "client", id, "node", from)
+	return nil
+}
+
+func (r *replicator) applyDrop(from string, body []byte) error {
 	d := Dec{B: body}
 	id := d.String()
 	if d.Err != nil {
@@ -461,6 +490,14 @@ func (r *replicator) applyDrop(body []byte) error {
 	}
 	r.mu.Lock()
 	rep := r.held[id]
+	if rep != nil && rep.owner != from {
+		// Only the copy's owner drops it: a former or stale holder of the
+		// session (restarted from its store, or the loser of a double
+		// ownership) rebalancing its own view must not delete the live
+		// owner's copy.
+		r.mu.Unlock()
+		return nil
+	}
 	delete(r.held, id)
 	r.mu.Unlock()
 	if rep != nil {
@@ -480,6 +517,36 @@ func (r *replicator) applyOps(owner string, body []byte) error {
 	}
 	r.mu.Lock()
 	rep := r.held[clientID]
+	if rep == nil {
+		// No copy here (this node restarted, or dropped it): a copy only
+		// ever starts from a snapshot, never from a change stream, which
+		// would leave out what did not change since (the subscriptions:
+		// a copy promoted without them would take no messages). Ask the
+		// owner for one, at most once a second per session.
+		ask := false
+		for _, o := range ops {
+			if o.kind != opDeleteSession {
+				ask = true
+			}
+		}
+		now := time.Now()
+		if ask && now.Sub(r.resyncAsked[clientID]) >= time.Second {
+			r.resyncAsked[clientID] = now
+		} else {
+			ask = false
+		}
+		r.mu.Unlock()
+		if ask {
+			if p := r.n.peer(owner); p != nil {
+				if l := p.link(); l != nil {
+					var e Enc
+					e.String(clientID)
+					l.Send(FrameReplResync, e.B, true)
+				}
+			}
+		}
+		return nil
+	}
 	if rep != nil && rep.owner != owner {
 		// Only the copy's owner changes it (a new owner starts with a
 		// snapshot, checked against the claims).
@@ -776,6 +843,11 @@ func (r *replicator) prune() {
 	for id, at := range r.deleted {
 		if at < cut {
 			delete(r.deleted, id)
+		}
+	}
+	for id, at := range r.resyncAsked {
+		if time.Since(at) > time.Minute {
+			delete(r.resyncAsked, id)
 		}
 	}
 	for _, rep := range r.held {
