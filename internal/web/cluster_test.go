@@ -302,9 +302,13 @@ func TestClusterDrainTimeout(t *testing.T) {
 	if r := e.do(req{method: "POST", path: "/api/v1/cluster/drain", bearer: apiKey}); r.code != http.StatusAccepted {
 		t.Errorf("retry: %d %s", r.code, r.body)
 	}
-	if n := fc.drainCount(); n != 2 {
-		t.Errorf("%d drains, want 2", n)
-	}
+	// The retried drain runs in the background: wait for it to start.
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := fc.drainCount(); n != 2 {
+			return fmt.Errorf("%d drains, want 2", n)
+		}
+		return nil
+	})
 }
 
 // TestClusterDrainStoppedByClose: closing the HTTP server cancels a drain
