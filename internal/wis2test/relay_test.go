@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,9 @@ func TestRelayFixtures(t *testing.T) {
 	const validTopic = "origin/a/wis2/io-wis2dev-13-test/data/core/weather/surface-based-observations/synop"
 	valid, _ := filepath.Glob(filepath.Join(dir, "examples/valid/*.json"))
 	sent := map[string][]byte{}
+	// Notifications sharing an id: the relay's workers run in parallel, so
+	// either copy may be the one published.
+	alt := map[string][][]byte{}
 	for _, f := range valid {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -79,6 +83,7 @@ func TestRelayFixtures(t *testing.T) {
 		if _, dup := sent[n.ID]; !dup {
 			sent[n.ID] = b
 		}
+		alt[n.ID] = append(alt[n.ID], b)
 		publish(t, pc, validTopic, b)
 	}
 	// Ten copies of one id from each source.
@@ -148,7 +153,7 @@ func TestRelayFixtures(t *testing.T) {
 		got[n.ID]++
 		if want, ok := sent[n.ID]; !ok {
 			t.Errorf("republished a notification that should have been discarded: %s on %s", n.ID, m.Topic())
-		} else if !bytes.Equal(want, m.Payload()) {
+		} else if !bytes.Equal(want, m.Payload()) && !slices.ContainsFunc(alt[n.ID], func(b []byte) bool { return bytes.Equal(b, m.Payload()) }) {
 			t.Errorf("%s: republished bytes differ from what was sent", n.ID)
 		}
 		if m.Retained() {
