@@ -43,14 +43,14 @@ func clusterNodes(t *testing.T, names []string, dedup string, sources ...string)
 listeners:
   - {name: mqtt, protocol: mqtt, address: "127.0.0.1:0"}
 http: {address: "127.0.0.1:0"}
-store: {mode: memory}
+store: {mode: memory, data_dir: %q}
 cluster: {bind: "127.0.0.1:%d", seeds: [%s], secret_file: %q}
 wis2:
   centre_id: %s
   dedup: %s
   checks: {topic: discard, format: discard, topic_profile: current}
   sources:
-%s`, name, ports[i], strings.Join(seeds, ", "), secret, reportBy, dedup, strings.Join(sources, "\n"))
+%s`, name, t.TempDir(), ports[i], strings.Join(seeds, ", "), secret, reportBy, dedup, strings.Join(sources, "\n"))
 		nodes = append(nodes, testutil.RunNode(t, cfg))
 	}
 	return nodes

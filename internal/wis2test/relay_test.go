@@ -23,13 +23,13 @@ func relayNode(t *testing.T, dedup, profile string, sources ...string) *node.Nod
 	cfg := fmt.Sprintf(`listeners:
   - {name: mqtt, protocol: mqtt, address: "127.0.0.1:0"}
 http: {address: "127.0.0.1:0"}
-store: {mode: memory}
+store: {mode: memory, data_dir: %q}
 wis2:
   centre_id: %s
   dedup: %s
   checks: {topic: discard, format: discard, metadata: off, topic_profile: %s}
   sources:
-%s`, reportBy, dedup, profile, strings.Join(sources, "\n"))
+%s`, t.TempDir(), reportBy, dedup, profile, strings.Join(sources, "\n"))
 	return testutil.RunNode(t, cfg)
 }
 
