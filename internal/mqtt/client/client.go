@@ -83,7 +83,8 @@ type Config struct {
 	// DefaultReceiveMaximum): how many inbound QoS 1/2 messages may await
 	// Ack at a time.
 	ReceiveMaximum uint16
-	// Subscriptions are (re)made after every CONNACK without session present (and after the first).
+	// Subscriptions are (re)made after every CONNACK without session present (and after the first);
+	// Client.Subscribe and Client.Unsubscribe change them at run time.
 	Subscriptions []Subscription
 	// Handler receives every PUBLISH, in order, from the client's read loop goroutine; it must not block for long.
 	// For QoS 1/2 the acknowledgement (PUBACK / PUBREC) is sent only when m.Ack() is called (from any goroutine,
@@ -178,8 +179,10 @@ type Client struct {
 	qos2In   map[uint16]*Message
 	subIDs   map[uint16][]Subscription // SUBSCRIBE awaiting SUBACK on the current connection
 	clientID string                    // as configured or assigned by the server
-	connects uint64
-	stats    Stats
+	// noBridgeBit: the server refused a CONNECT with the bridge bit.
+	noBridgeBit bool
+	connects    uint64
+	stats       Stats
 }
 
 // serverLimits are what the CONNACK says about the server.

@@ -98,7 +98,10 @@ func (c *Client) connect() (*conn, *packet.Connack, error) {
 		KeepAlive:       uint16(c.cfg.KeepAlive / time.Second),
 		ClientID:        clientID,
 	}
-	if c.cfg.Bridge && c.cfg.Version == packet.V311 {
+	c.mu.Lock()
+	bridgeBit := c.cfg.Bridge && c.cfg.Version == packet.V311 && !c.noBridgeBit
+	c.mu.Unlock()
+	if bridgeBit {
 		p.ProtocolVersion = 0x80 | packet.V311
 	}
 	if c.cfg.Username != "" {
@@ -125,6 +128,9 @@ func (c *Client) connect() (*conn, *packet.Connack, error) {
 	r := bufio.NewReaderSize(rw, 16<<10)
 	pkt, err := packet.ReadPacket(r, c.cfg.Version, c.cfg.MaxPacketSize)
 	if err != nil {
+		if bridgeBit && c.ctx.Err() == nil {
+			c.dropBridgeBit(err)
+		}
 		return nil, nil, c.ctxErr(ctx, fmt.Errorf("read CONNACK: %w", err))
 	}
 	var ack *packet.Connack
@@ -137,6 +143,9 @@ func (c *Client) connect() (*conn, *packet.Connack, error) {
 		return nil, nil, fmt.Errorf("protocol error: %s before CONNACK", packetName(pkt))
 	}
 	if ack.ReasonCode != packet.Success {
+		if bridgeBit && ack.ReasonCode == packet.ConnRefusedProtocolVersion {
+			c.dropBridgeBit(errors.New("unacceptable protocol version"))
+		}
 		return nil, nil, &ConnectError{Version: c.cfg.Version, Code: ack.ReasonCode, Reason: ack.Props.ReasonString}
 	}
 	if c.cfg.CleanStart && ack.SessionPresent {
@@ -162,6 +171,18 @@ func (c *Client) connect() (*conn, *packet.Connack, error) {
 	}
 	ok = true
 	return cn, ack, nil
+}
+
+// dropBridgeBit makes the next attempts plain 3.1.1 CONNECTs: the server
+// refused one with the bridge bit (protocol level 0x84), with return code
+// 1, an answer that is no 3.1.1 CONNACK, or by closing the connection, as
+// servers that do not know the bit do. Mosquitto's try_private falls back
+// the same way.
+func (c *Client) dropBridgeBit(why error) {
+	c.mu.Lock()
+	c.noBridgeBit = true
+	c.mu.Unlock()
+	c.log.Warn("the server refused the bridge bit; connecting as a plain MQTT 3.1.1 client from now on", "err", why)
 }
 
 // ctxErr prefers the context's reason (Close, connect timeout) over the
