@@ -41,6 +41,8 @@ type Config struct {
 	Stomp Stomp `yaml:"stomp"`
 	// WIS2 configures the WIS2 Global Broker relay (nil: off).
 	WIS2 *WIS2 `yaml:"wis2"`
+	// Bridges are the outgoing links to other brokers (docs/bridges.md).
+	Bridges []Bridge `yaml:"bridges"`
 }
 
 // ClusterConfig is the cluster: section (see docs/configuration.md). Zero
@@ -407,6 +409,9 @@ func (c *Config) Validate() error {
 		if err := c.validateWIS2(); err != nil {
 			return err
 		}
+	}
+	if err := c.validateBridges(); err != nil {
+		return err
 	}
 	for i, r := range c.Auth.ACL {
 		switch r.Access {
