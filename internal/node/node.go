@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/isobar-mq/isobar/internal/bridge"
 	"github.com/isobar-mq/isobar/internal/broker"
 	"github.com/isobar-mq/isobar/internal/cluster"
 	"github.com/isobar-mq/isobar/internal/config"
@@ -61,6 +62,11 @@ type Node struct {
 	WIS2      *relay.Relay
 	wis2Store dedup.Store
 	name      string
+
+	// Bridges runs the bridges: section's links (nil without one);
+	// bridgeRoutes stops feeding it the cluster's routes.
+	Bridges      *bridge.Engine
+	bridgeRoutes func()
 }
 
 // Start builds and starts a node from a configuration.
@@ -110,6 +116,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		}
 		opts.Store = cn.WrapStore(inner)
 	}
+	bi := wrapBridgeInterest(cfg, &opts)
 	srv := broker.New(opts, log, a)
 	if err := srv.Restore(); err != nil {
 		_ = srv.Shutdown(context.Background())
@@ -176,6 +183,10 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 			_ = n.Stop(context.Background())
 			return nil, fmt.Errorf("wis2: %w", err)
 		}
+	}
+	if err := n.startBridges(cfg, bi); err != nil {
+		_ = n.Stop(context.Background())
+		return nil, fmt.Errorf("bridges: %w", err)
 	}
 	return n, nil
 }
@@ -298,6 +309,9 @@ func (n *Node) Stop(ctx context.Context) error {
 		// The relay and the STOMP gateway go before the broker they
 		// publish into.
 		if err := n.stopWIS2(); err != nil {
+			n.stopErr = err
+		}
+		if err := n.stopBridges(); err != nil {
 			n.stopErr = err
 		}
 		if n.Stomp != nil {

@@ -108,6 +108,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	s.route(mux, "/api/v1/cluster", true, methods{http.MethodGet: read(s.clusterStatus)})
 	s.route(mux, "/api/v1/cluster/drain", true, methods{http.MethodPost: admin(s.clusterDrain)})
 	s.route(mux, "/api/v1/cluster/routes", true, methods{http.MethodGet: read(s.clusterRoutes)})
+	s.route(mux, "/api/v1/bridges", true, methods{http.MethodGet: read(s.bridges)})
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
 	})

@@ -90,6 +90,7 @@ type Server struct {
 	ready []ReadyCheck
 
 	cl clusterState // see cluster.go
+	br bridgeState  // see bridges.go
 
 	served chan struct{}
 }

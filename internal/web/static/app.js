@@ -187,6 +187,11 @@
       if (e.status === 404) state.clustered = false;
     }
     $("#nav-cluster").hidden = !state.clustered;
+    // The Bridges page shows when the node has bridges.
+    try {
+      const b = await api("GET", "/api/v1/bridges");
+      $("#nav-bridges").hidden = !(Array.isArray(b) && b.length > 0);
+    } catch (e) { /* keep it as it was */ }
   }
 
   async function logout() {
@@ -203,6 +208,7 @@
     publish: { title: "Publish a message", render: renderPublish },
     listeners: { title: "Listeners", render: renderListeners },
     cluster: { title: "Cluster", render: renderCluster },
+    bridges: { title: "Bridges", render: renderBridges },
   };
 
   function stopTimers() {
@@ -671,6 +677,35 @@
           el("td", { text: [l.tls ? (l.client_certificates ? "TLS, client certificates" : "TLS") : "plain", l.proxy_protocol ? "PROXY protocol" : ""].filter(Boolean).join(", ") }),
           el("td", { class: "num", text: fmt.int(l.connections) }),
           el("td", { class: "num", text: fmt.int(l.connections_accepted) }))));
+      } catch (e) { /* shown by the status dot */ }
+    });
+  }
+
+  // ---------- bridges ----------
+  function renderBridges(root) {
+    const tbody = el("tbody");
+    root.append(el("div", { class: "card" },
+      el("div", { class: "card-head" }, el("h2", { text: "Bridges" })),
+      el("div", { class: "table-wrap" }, el("table", { id: "bridges-table" },
+        el("thead", {}, el("tr", {}, ["Name", "Remote", "State", "Since", "In", "Out", "Buffered", "Dropped", "Last error"].map((n, i) =>
+          el("th", { class: i >= 4 && i <= 7 ? "num" : "", text: n })))), tbody))));
+    every(5000, async () => {
+      try {
+        const r = await api("GET", "/api/v1/bridges");
+        tbody.replaceChildren(...r.map((b) => {
+          const st = !b.running ? ["on another node", "pill-muted"] : b.connected ? ["connected", "pill-ok"] : ["down", "pill-bad"];
+          const dropped = b.dropped_buffer_full + b.dropped_loop + b.dropped_max_hops + b.dropped_duplicate + b.dropped_refused;
+          return el("tr", {},
+            el("td", { class: "mono", text: b.name }),
+            el("td", { class: "mono", text: b.url }),
+            el("td", {}, el("span", { class: "pill " + st[1], text: st[0] })),
+            el("td", b.running && b.since ? { title: fmt.time(b.since), text: fmt.since(b.since) } : { text: "–" }),
+            el("td", { class: "num", text: fmt.int(b.messages_in) }),
+            el("td", { class: "num", text: fmt.int(b.messages_out) }),
+            el("td", { class: "num", text: fmt.int(b.buffered) }),
+            el("td", { class: "num", title: `buffer full ${b.dropped_buffer_full}, loop ${b.dropped_loop}, max hops ${b.dropped_max_hops}, duplicate ${b.dropped_duplicate}, refused ${b.dropped_refused}`, text: fmt.int(dropped) }),
+            el("td", { class: "small", text: b.last_error || "" }));
+        }));
       } catch (e) { /* shown by the status dot */ }
     });
   }
