@@ -55,6 +55,32 @@ type directory Node
 
 // Claim implements broker.SessionDirectory.
 func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*store.LoadedSession, error) {
+	got, linkLost, err := dir.claimOnce(ctx, req)
+	if got != nil || err != nil || !linkLost || req.Clean {
+		return got, err
+	}
+	// A node's link went down while it was asked (killed just now) and
+	// nobody handed the session over: the node holding its replica may
+	// not have seen the link go down yet, and refused to hand over a copy
+	// whose owner looked alive. Asked again a moment later, it does.
+	t := time.NewTimer(claimRetryDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return nil, nil
+	case <-(*Node)(dir).quit:
+		return nil, nil
+	}
+	got, _, err = dir.claimOnce(ctx, req)
+	return got, err
+}
+
+// claimRetryDelay is how long a claim waits before asking again after a
+// node's link went down during it.
+const claimRetryDelay = 300 * time.Millisecond
+
+func (dir *directory) claimOnce(ctx context.Context, req broker.ClaimRequest) (_ *store.LoadedSession, linkLost bool, _ error) {
 	n := (*Node)(dir)
 	lc := &localClaim{stamp: req.Stamp, node: req.Node, done: make(chan struct{})}
 	n.mu.Lock()
@@ -98,7 +124,7 @@ func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*stor
 		}
 	}
 	if len(asked) == 0 {
-		return nil, nil
+		return nil, false, nil
 	}
 	ctx, cancel := n.waitCtx(ctx, n.cfg.ClaimTimeout)
 	defer cancel()
@@ -126,6 +152,7 @@ func (dir *directory) Claim(ctx context.Context, req broker.ClaimRequest) (*stor
 				if !answered[p.name] && p.link() != sentOn[p.name] {
 					answered[p.name] = true
 					waiting--
+					linkLost = true
 				}
 			}
 			continue
@@ -177,7 +204,7 @@ decided:
 		if got != nil {
 			_ = n.srv.MergeSession(got, 0) // keep what was handed over
 		}
-		return nil, broker.ErrClaimForeign
+		return nil, linkLost, broker.ErrClaimForeign
 	case lostTo != "":
 		n.met.claims.WithLabelValues("lost").Inc()
 		if got != nil {
@@ -188,14 +215,14 @@ decided:
 				_ = n.srv.MergeSession(got, 0)
 			}
 		}
-		return nil, broker.ErrClaimLost
+		return nil, linkLost, broker.ErrClaimLost
 	}
 	if got != nil {
 		n.met.claims.WithLabelValues("moved").Inc()
 	} else {
 		n.met.claims.WithLabelValues("none").Inc()
 	}
-	return got, nil
+	return got, linkLost, nil
 }
 
 // Attached implements broker.SessionDirectory: the CONNECT whose claim
