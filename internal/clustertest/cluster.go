@@ -562,6 +562,13 @@ func freeAddr(t testing.TB, ip string, udp bool) string {
 			t.Fatalf("cannot listen on %s (the harness needs 127.0.0.0/8 on lo): %v", ip, err)
 		}
 		addr := l.Addr().String()
+		if !handedOut.claim(addr) {
+			// The kernel gave back a port already handed to a node of
+			// this test process (it was closed again): two listeners of
+			// one node on one port fail to start.
+			_ = l.Close()
+			continue
+		}
 		if !udp {
 			_ = l.Close()
 			return addr
@@ -575,6 +582,26 @@ func freeAddr(t testing.TB, ip string, udp bool) string {
 	}
 	t.Fatalf("no free TCP+UDP port on %s", ip)
 	return ""
+}
+
+// handedOut remembers the addresses freeAddr returned in this test
+// process, so that none is returned twice.
+var handedOut = &addrSet{m: map[string]bool{}}
+
+type addrSet struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+// claim records addr and reports whether it was new.
+func (s *addrSet) claim(addr string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[addr] {
+		return false
+	}
+	s.m[addr] = true
+	return true
 }
 
 func randomToken(n int) string {
