@@ -463,18 +463,29 @@ func (m *Manager) Subscribe(name string, sel *selector.Selector, window int, c C
 	return s, nil
 }
 
+// takeLocked removes and returns the message id delivered to s and not
+// yet acknowledged or given back (nil if there is none, or s is closed);
+// q.mu is held.
+func (s *Subscription) takeLocked(id uint64) *entry {
+	e := s.inflight[id]
+	if e == nil || s.closed {
+		return nil
+	}
+	delete(s.inflight, id)
+	return e
+}
+
 // Ack removes a delivered message (durably, with the next fsync of the
 // database, at most a sweep period later). It returns false if id is not
 // a message delivered to s and not yet acknowledged or given back.
 func (s *Subscription) Ack(id uint64) bool {
 	q := s.q
 	q.mu.Lock()
-	e := s.inflight[id]
-	if e == nil || s.closed {
+	e := s.takeLocked(id)
+	if e == nil {
 		q.mu.Unlock()
 		return false
 	}
-	delete(s.inflight, id)
 	q.n--
 	q.bytes -= e.size
 	q.dequeued++
@@ -496,12 +507,11 @@ func (s *Subscription) Ack(id uint64) bool {
 func (s *Subscription) Nack(id uint64) bool {
 	q := s.q
 	q.mu.Lock()
-	e := s.inflight[id]
-	if e == nil || s.closed {
+	e := s.takeLocked(id)
+	if e == nil {
 		q.mu.Unlock()
 		return false
 	}
-	delete(s.inflight, id)
 	dead := q.giveBack(e)
 	q.scheduleLocked()
 	q.mu.Unlock()
@@ -517,12 +527,11 @@ func (s *Subscription) Nack(id uint64) bool {
 func (s *Subscription) Reject(id uint64) bool {
 	q := s.q
 	q.mu.Lock()
-	e := s.inflight[id]
-	if e == nil || s.closed {
+	e := s.takeLocked(id)
+	if e == nil {
 		q.mu.Unlock()
 		return false
 	}
-	delete(s.inflight, id)
 	q.n--
 	q.bytes -= e.size
 	q.scheduleLocked()
